@@ -1,0 +1,176 @@
+"""The fuel-break Markov decision process as a Gymnasium environment.
+
+State: normalized landscape channels, the burn probability under the current
+breaks (over this episode's ignitions), the fuel-break mask and the remaining
+budget. Action: one cell; broken and non-burnable cells are masked out
+(``info["action_mask"]``). Reward: the drop in expected burned fraction since
+the last evaluation, over ignitions drawn once at reset, so an episode's return
+is the total reduction. The episode ends when the budget is spent.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from firebreak_exp.landscape import FUEL_GROUPS, Tile, fuel_group_index
+
+if TYPE_CHECKING:
+    from firebreak_exp.simulation import FireSimulator, Scenario
+
+STATIC_CHANNELS = (
+    "elevation", "slope", "aspect_sin", "aspect_cos", "canopy_cover", "canopy_height",
+    "canopy_base_height", "canopy_bulk_density", *(f"fuel_{g}" for g in FUEL_GROUPS),
+)
+DYNAMIC_CHANNELS = ("burn_probability", "fuel_break", "budget_remaining")
+CHANNELS = STATIC_CHANNELS + DYNAMIC_CHANNELS
+NUM_STATIC_CHANNELS = len(STATIC_CHANNELS)
+NON_BURNABLE_CHANNEL = CHANNELS.index("fuel_NB")
+BURN_PROBABILITY_CHANNEL = CHANNELS.index("burn_probability")
+FUEL_BREAK_CHANNEL = CHANNELS.index("fuel_break")
+BUDGET_CHANNEL = CHANNELS.index("budget_remaining")
+OBSERVATION_BOUND = 10.0
+
+SimulatorFactory = Callable[..., "FireSimulator"]
+
+
+def static_channels(tile: Tile) -> np.ndarray:
+    """The tile's landscape as float32 (NUM_STATIC_CHANNELS, H, W), each channel scaled to about [-3, 3]."""
+    elevation = tile.elevation - tile.elevation.mean()
+    elevation = elevation / max(float(elevation.std()), 1.0)
+    flat = tile.aspect < 0
+    aspect = np.deg2rad(tile.aspect)
+    fuel_one_hot = np.eye(len(FUEL_GROUPS), dtype=np.float32)[fuel_group_index(tile.fuel_model)]
+    channels = [
+        elevation,
+        tile.slope,                           # rise/run
+        np.where(flat, 0.0, np.sin(aspect)),
+        np.where(flat, 0.0, np.cos(aspect)),
+        tile.canopy_cover,                    # fraction
+        tile.canopy_height / 30.0,            # m / 30
+        tile.canopy_base_height / 10.0,       # m / 10
+        tile.canopy_bulk_density / 0.3,       # kg/m³ / 0.3
+        *np.moveaxis(fuel_one_hot, -1, 0),
+    ]
+    stacked = np.stack(channels).astype(np.float32)
+    return np.clip(stacked, -OBSERVATION_BOUND, OBSERVATION_BOUND)
+
+
+def action_mask_from_observation(obs: np.ndarray) -> np.ndarray:
+    """Valid actions of a (..., C, H, W) observation: burnable cells not yet broken, flattened to (..., H*W)."""
+    valid = (obs[..., NON_BURNABLE_CHANNEL, :, :] == 0) & (obs[..., FUEL_BREAK_CHANNEL, :, :] == 0)
+    return valid.reshape(*valid.shape[:-2], -1)
+
+
+class FuelBreakEnv(gym.Env):
+    """Place fuel breaks, one cell per step, on tiles drawn from ``landscapes``.
+
+    ``simulator_factory(tile=..., scenario=...)`` builds a fire simulator; one is
+    built per tile, once, and reused. An action on a masked cell places no break
+    but still spends budget (``info["invalid_action"]``).
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, landscapes: Sequence[Tile], simulator_factory: SimulatorFactory,
+                 scenario: Scenario, budget_percent: float = 5.0, percentage_increment: float = 1.0):
+        if not landscapes:
+            raise ValueError("FuelBreakEnv needs at least one landscape tile")
+        shapes = {tile.shape for tile in landscapes}
+        if len(shapes) != 1:
+            raise ValueError(f"all tiles must share one shape, got {sorted(shapes)}")
+        if not 0 < budget_percent <= 100:
+            raise ValueError(f"budget_percent must be in (0, 100], got {budget_percent}")
+        if not 0 < percentage_increment <= 100:
+            raise ValueError(f"percentage_increment must be in (0, 100], got {percentage_increment}")
+        self.landscapes = list(landscapes)
+        self.simulator_factory = simulator_factory
+        self.scenario = scenario
+        self.budget_percent = budget_percent
+        self.percentage_increment = percentage_increment
+        self.grid_shape = shapes.pop()
+        height, width = self.grid_shape
+        self.observation_space = gym.spaces.Box(
+            -OBSERVATION_BOUND, OBSERVATION_BOUND, (len(CHANNELS), height, width), np.float32)
+        self.action_space = gym.spaces.Discrete(height * width)
+        self._simulators: dict[int, FireSimulator] = {}
+        self._static: dict[int, np.ndarray] = {}
+        self.tile_index = -1
+
+    # -- episode ---------------------------------------------------------------------------
+    def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        super().reset(seed=seed)
+        options = options or {}
+        self.tile_index = int(options.get("tile_index", self.np_random.integers(len(self.landscapes))))
+        tile = self.landscapes[self.tile_index]
+        burnable = np.flatnonzero(tile.burnable)
+        num_burnable = len(burnable)
+        count = self.scenario.num_ignitions
+        cells = self.np_random.choice(burnable, size=count, replace=count > num_burnable)
+        self.ignitions = np.column_stack(np.unravel_index(cells, self.grid_shape))
+        self.budget = max(1, round(self.budget_percent / 100 * num_burnable))
+        self.evaluation_interval = max(1, round(self.percentage_increment / 100 * num_burnable))
+        self.fuel_breaks = np.zeros(self.grid_shape, dtype=bool)
+        self.steps_taken = 0
+        self.episode_return = 0.0
+        self._evaluate()
+        self.initial_burned_fraction = self.burned_fraction
+        return self._observation(), self._info()
+
+    def step(self, action):
+        action = int(action)
+        valid = bool(self._action_mask()[action])
+        if valid:
+            self.fuel_breaks.flat[action] = True
+        self.steps_taken += 1
+        terminated = self.steps_taken >= self.budget or not self._action_mask().any()
+        reward = 0.0
+        evaluated = terminated or self.steps_taken % self.evaluation_interval == 0
+        if evaluated:
+            previous = self.burned_fraction
+            self._evaluate()
+            reward = previous - self.burned_fraction
+        self.episode_return += reward
+        info = self._info()
+        info.update(invalid_action=not valid, evaluated=evaluated)
+        if terminated:
+            info["episode"] = self.episode_stats()
+        return self._observation(), reward, terminated, False, info
+
+    def episode_stats(self) -> dict:
+        """Return, length and burned-area reduction of the current episode (fractions of burnable cells)."""
+        reduction = self.initial_burned_fraction - self.burned_fraction
+        relative = reduction / self.initial_burned_fraction if self.initial_burned_fraction > 0 else 0.0
+        return {"return": self.episode_return, "length": self.steps_taken,
+                "burned_area_reduction": reduction, "relative_reduction": relative,
+                "initial_burned_fraction": self.initial_burned_fraction,
+                "final_burned_fraction": self.burned_fraction, "tile_index": self.tile_index}
+
+    # -- internals ---------------------------------------------------------------------------
+    def simulator(self, tile_index: int) -> FireSimulator:
+        """The fire simulator of one tile, built on first use."""
+        if tile_index not in self._simulators:
+            self._simulators[tile_index] = self.simulator_factory(
+                tile=self.landscapes[tile_index], scenario=self.scenario)
+        return self._simulators[tile_index]
+
+    def _evaluate(self) -> None:
+        maps = self.simulator(self.tile_index).burn_maps(self.ignitions, self.fuel_breaks)
+        burnable = self.landscapes[self.tile_index].burnable
+        self.burn_probability = maps.mean(axis=0, dtype=np.float32)
+        self.burned_fraction = float(maps.sum(axis=(1, 2)).mean() / burnable.sum())
+
+    def _action_mask(self) -> np.ndarray:
+        return (self.landscapes[self.tile_index].burnable & ~self.fuel_breaks).ravel()
+
+    def _observation(self) -> np.ndarray:
+        if self.tile_index not in self._static:
+            self._static[self.tile_index] = static_channels(self.landscapes[self.tile_index])
+        remaining = np.full(self.grid_shape, 1.0 - self.steps_taken / self.budget, np.float32)
+        dynamic = np.stack([self.burn_probability, self.fuel_breaks.astype(np.float32), remaining])
+        return np.concatenate([self._static[self.tile_index], dynamic])
+
+    def _info(self) -> dict:
+        return {"action_mask": self._action_mask(), "tile_index": self.tile_index,
+                "burned_fraction": self.burned_fraction}
