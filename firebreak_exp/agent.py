@@ -30,6 +30,7 @@ class QNetwork(nn.Module):
 
     def __init__(self, in_channels: int, channels: int = 32, num_layers: int = 5):
         super().__init__()
+        self.in_channels, self.channels, self.num_layers = in_channels, channels, num_layers
         layers, width = [], in_channels
         for i in range(num_layers):
             dilation = 2 ** i

@@ -61,7 +61,7 @@ class EnvConfig:
 class ParallelConfig:
     """Vectorized environment backend (firebreak_exp.vectorization.VectorizedFireEnv)."""
     backend: str = "sequential"          # sequential | thread | process (aliases: threading, multiprocessing)
-    num_envs: int = 1
+    num_envs: Any = 1                    # a positive integer, or "auto" (the benchmark's recommendation)
     max_workers: Optional[int] = None    # None = min(num_envs, cores)
 
 
@@ -92,6 +92,10 @@ class TrainerConfig:
     learning_starts: int = 200           # transitions in the buffer before updates begin
     checkpoint_frequency: int = 50       # episodes between periodic checkpoints
     eval_episodes: int = 8               # greedy episodes on held-out tiles at the end
+    expert_memories: int = 0             # DomiRank episodes turned into expert transitions (0 = none)
+    memory_simulations: int = 8          # ignitions simulated per expert episode's rewards
+    regenerate_memories: bool = False    # rebuild the cached expert memories under outputs/
+    pretrain_steps: int = 0              # learner updates on expert memories before exploration
     progress: bool = True                # progress bar (quiet when not on a terminal)
 
 
@@ -116,6 +120,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0
     experiment_name: Optional[str] = None  # set by experiment presets, logged as a tag
+    resume: Optional[str] = None         # run folder or MLflow run id of a run to continue
 
 
 def register_configs() -> None:
@@ -136,7 +141,10 @@ def validate(cfg: Any) -> Any:
 
 def check_values(cfg: Any) -> None:
     """Range checks the types cannot express; ValueError names the key, the value and what is expected."""
-    positive = {"parallel.num_envs": cfg.parallel.num_envs, "landscape.grid_size": cfg.landscape.grid_size,
+    num_envs = cfg.parallel.num_envs
+    if num_envs != "auto" and (isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0):
+        raise ValueError(f"parallel.num_envs={num_envs}: expected a positive integer or 'auto'")
+    positive = {"landscape.grid_size": cfg.landscape.grid_size,
                 "trainer.episodes": cfg.trainer.episodes, "agent.batch_size": cfg.agent.batch_size,
                 "agent.buffer_size": cfg.agent.buffer_size, "scenario.num_ignitions": cfg.scenario.num_ignitions,
                 "trainer.steps_per_collection": cfg.trainer.steps_per_collection,

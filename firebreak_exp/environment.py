@@ -147,6 +147,28 @@ class FuelBreakEnv(gym.Env):
                 "initial_burned_fraction": self.initial_burned_fraction,
                 "final_burned_fraction": self.burned_fraction, "tile_index": self.tile_index}
 
+    def get_state(self) -> dict:
+        """Everything needed to continue this episode exactly (for checkpoints): RNG, tile, fires, breaks."""
+        return {"rng": self.np_random.bit_generator.state, "tile_index": self.tile_index,
+                "ignitions": self.ignitions.copy(), "fuel_breaks": self.fuel_breaks.copy(),
+                "burn_probability": self.burn_probability.copy(),
+                "counters": np.array([self.steps_taken, self.budget, self.evaluation_interval]),
+                "fractions": np.array([self.burned_fraction, self.initial_burned_fraction, self.episode_return])}
+
+    def set_state(self, state: dict):
+        """Continue from ``get_state()``'s result; returns the observation and info of that moment."""
+        if self._np_random is None:
+            super().reset()
+        self.np_random.bit_generator.state = state["rng"]
+        self.tile_index = int(state["tile_index"])
+        self.ignitions = np.asarray(state["ignitions"]).copy()
+        self.fuel_breaks = np.asarray(state["fuel_breaks"], dtype=bool).copy()
+        self.burn_probability = np.asarray(state["burn_probability"], dtype=np.float32).copy()
+        self.steps_taken, self.budget, self.evaluation_interval = (int(v) for v in state["counters"])
+        self.burned_fraction, self.initial_burned_fraction, self.episode_return = (
+            float(v) for v in state["fractions"])
+        return self._observation(), self._info()
+
     # -- internals ---------------------------------------------------------------------------
     def simulator(self, tile_index: int) -> FireSimulator:
         """The fire simulator of one tile, built on first use."""

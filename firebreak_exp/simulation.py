@@ -41,6 +41,8 @@ __all__ = [
 NONBURNABLE_FUEL_MODELS = (91, 92, 93, 98, 99)
 #: Fuel model written into fuel-break cells (NB9, bare ground).
 BREAK_FUEL_MODEL = 99
+#: Non-burnable columns added east of the tile in the reference's cubes (pyretechnics edge workaround).
+_EAST_PAD = 1
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -71,7 +73,7 @@ class Scenario:
     fuel_moisture_live_herbaceous: float = 0.30
     fuel_moisture_live_woody: float = 0.60
     foliar_moisture: float = 0.80
-    burn_duration: float = 720.0
+    burn_duration: float = 840.0
     num_ignitions: int = 8
 
     def __post_init__(self) -> None:
@@ -148,20 +150,35 @@ def _tile_layers(tile) -> Dict[str, np.ndarray]:
     return {name: _to_pyretechnics(array) for name, array in layers.items()}
 
 
-def build_space_time_cubes(tile, scenario: Scenario, band_duration: float) -> tuple:
-    """pyretechnics SpaceTimeCubes for ``tile`` under ``scenario``: cube shape (1, H, W), one time band.
+def _cube_layers(tile, east_pad: int = 0) -> Dict[str, np.ndarray]:
+    """Topography/fuel layers in pyretechnics' layout, with ``east_pad`` non-burnable (NB9) columns appended
+    on the east edge (see :class:`PyretechnicsSimulator` for why)."""
+    layers = _tile_layers(tile)
+    if east_pad:
+        cols = layers["fuel_model"].shape[1]
+        for name in layers:
+            layers[name] = np.ascontiguousarray(np.pad(layers[name], ((0, 0), (0, int(east_pad))), mode="edge"))
+        layers["fuel_model"][:, cols:] = BREAK_FUEL_MODEL
+    return layers
+
+
+def build_space_time_cubes(tile, scenario: Scenario, band_duration: float, east_pad: int = 0,
+                           layers: Optional[Dict[str, np.ndarray]] = None) -> tuple:
+    """pyretechnics SpaceTimeCubes for ``tile`` under ``scenario``: one time band, cube shape (1, H, W + east_pad).
 
     Returns ``(cubes, cube_shape, cube_resolution)`` with ``cube_resolution = (band_duration, cell_size,
-    cell_size)``. The cubes own copies of the tile's arrays in pyretechnics' layout (see module docstring).
+    cell_size)``. The cubes own copies of the tile's arrays in pyretechnics' layout (see module docstring);
+    ``layers`` (from ``_cube_layers(tile, east_pad)``) may be passed to reuse arrays already built.
     """
     from pyretechnics.space_time_cube import SpaceTimeCube
 
-    rows, cols = (int(n) for n in np.shape(tile.fuel_model))
-    cube_shape = (1, rows, cols)
     cell_size = float(tile.cell_size)
     if not cell_size > 0.0:
         raise ValueError(f"tile.cell_size must be > 0 m, got {tile.cell_size!r}")
-    cubes = {name: SpaceTimeCube(cube_shape, array) for name, array in _tile_layers(tile).items()}
+    if layers is None:
+        layers = _cube_layers(tile, east_pad)
+    cube_shape = (1,) + tuple(int(n) for n in layers["fuel_model"].shape)
+    cubes = {name: SpaceTimeCube(cube_shape, array) for name, array in layers.items()}
     for name, value in scenario.pyretechnics_weather().items():
         cubes[name] = SpaceTimeCube(cube_shape, value)
     return cubes, cube_shape, (float(band_duration), cell_size, cell_size)
@@ -254,6 +271,11 @@ class PyretechnicsSimulator(FireSimulator):
     with fuel breaks only the fuel-model cube is rebuilt, from a copy of the fuel array with breaks set to 99.
     Each ignition is one fire (``SpreadState().ignite_cell``, ``max_duration = burn_duration``); a cell is
     burned when its time of arrival is finite.
+
+    East-edge workaround: pyretechnics 2026.10.20's narrow-band tracker never tracks the last grid column
+    (``narrow_band_tracking.resolve_truncated_x_segment`` treats an inclusive end as exclusive), so fires
+    never burn a grid's eastern column. The cubes therefore carry one extra non-burnable (NB9) column east of
+    the tile (cube shape (1, H, W + 1)); it stands in for the domain edge, and results are cropped to the tile.
     """
 
     name = "pyretechnics"
@@ -268,10 +290,11 @@ class PyretechnicsSimulator(FireSimulator):
         self.max_cells_per_timestep = float(max_cells_per_timestep)
         self.surface_lw_ratio_model = surface_lw_ratio_model
         band_duration = self.scenario.burn_duration + 60.0   # one band that outlasts the burn
-        self._cubes, self._cube_shape, self._cube_resolution = build_space_time_cubes(
-            tile, self.scenario, band_duration)
-        self._fuel = _to_pyretechnics(tile.fuel_model)         # private copy, pyretechnics layout
+        layers = _cube_layers(tile, east_pad=_EAST_PAD)
+        self._fuel = layers["fuel_model"].copy()               # padded fuel grid, never written
         self._fuel.flags.writeable = False
+        self._cubes, self._cube_shape, self._cube_resolution = build_space_time_cubes(
+            tile, self.scenario, band_duration, layers=layers)
 
     def _cubes_with_breaks(self, breaks: Optional[np.ndarray]) -> dict:
         if breaks is None:
@@ -279,7 +302,7 @@ class PyretechnicsSimulator(FireSimulator):
         from pyretechnics.space_time_cube import SpaceTimeCube
 
         fuel = np.array(self._fuel, dtype=np.float32, copy=True)
-        fuel[_to_pyretechnics(breaks) > 0.5] = BREAK_FUEL_MODEL
+        fuel[:, :self.shape[1]][_to_pyretechnics(breaks) > 0.5] = BREAK_FUEL_MODEL
         cubes = dict(self._cubes)
         cubes["fuel_model"] = SpaceTimeCube(self._cube_shape, fuel)
         return cubes
@@ -309,7 +332,7 @@ class PyretechnicsSimulator(FireSimulator):
             surface_lw_ratio_model=self.surface_lw_ratio_model,
         )
         toa = result["spread_state"].get_full_matrices(["time_of_arrival"])["time_of_arrival"]
-        return _from_pyretechnics(toa).astype(np.float32, copy=True)
+        return _from_pyretechnics(toa[:, :self.shape[1]]).astype(np.float32, copy=True)
 
     def _burn(self, ignitions: np.ndarray, breaks: Optional[np.ndarray]) -> np.ndarray:
         cubes = self._cubes_with_breaks(breaks)
@@ -436,8 +459,10 @@ class TravelTimeSimulator(FireSimulator):
     name = "travel_time"
 
     def __init__(self, tile, scenario: Optional[Scenario] = None, rate_factor: Optional[float] = None,
-                 neighbours: int = 16, num_azimuths: int = 32, surface_lw_ratio_model: str = "behave"):
+                 neighbours: int = 16, num_azimuths: int = 32, surface_lw_ratio_model: str = "behave",
+                 ignite_whole_cell: bool = True):
         super().__init__(tile, scenario)
+        self.ignite_whole_cell = bool(ignite_whole_cell)
         if neighbours not in (8, 16):
             raise ValueError("neighbours must be 8 or 16")
         if num_azimuths < 8:
@@ -462,49 +487,59 @@ class TravelTimeSimulator(FireSimulator):
             slowness = np.where(ray > 0.0, 1.0 / ray, np.inf)  # min/m, (num_offsets, H, W)
 
         cell_size = float(tile.cell_size)
-        index = np.arange(rows * cols).reshape(rows, cols)
-        src_l, dst_l, w_l, via1_l, via2_l = [], [], [], [], []
+        n_cells = rows * cols
+        index = np.arange(n_cells).reshape(rows, cols)
+        live = self.burnable.ravel()
+        keys = ("src", "dst", "weight", "start_weight", "via1", "via2", "side1", "side2")
+        parts = {key: [] for key in keys}
         for k, (dr, dc) in enumerate(offsets):
             r0, r1 = max(0, -dr), min(rows, rows - dr)
             c0, c1 = max(0, -dc), min(cols, cols - dc)
             if r0 >= r1 or c0 >= c1:
                 continue
-            src = index[r0:r1, c0:c1]
-            dst = index[r0 + dr:r1 + dr, c0 + dc:c1 + dc]
-            s = slowness[k]
+            cells = lambda o_r, o_c: index[r0 + o_r:r1 + o_r, c0 + o_c:c1 + o_c]      # noqa: E731
+            near = lambda o_r, o_c: slowness[k, r0 + o_r:r1 + o_r, c0 + o_c:c1 + o_c]  # noqa: E731
+            src, dst = cells(0, 0), cells(dr, dc)
+            via1 = via2 = side1 = side2 = src
             length = cell_size * math.hypot(dr, dc)
-            if abs(dr) + abs(dc) == 3:                          # knight move
+            if abs(dr) + abs(dc) == 3:                          # knight move through two crossed cells
                 (ar, ac), (br, bc) = _knight_crossed_cells(dr, dc)
-                via1 = index[r0 + ar:r1 + ar, c0 + ac:c1 + ac]
-                via2 = index[r0 + br:r1 + br, c0 + bc:c1 + bc]
-                w = length / 4.0 * (s[r0:r1, c0:c1] + s[r0 + dr:r1 + dr, c0 + dc:c1 + dc]
-                                    + s[r0 + ar:r1 + ar, c0 + ac:c1 + ac] + s[r0 + br:r1 + br, c0 + bc:c1 + bc])
+                via1, via2 = cells(ar, ac), cells(br, bc)
+                start_weight = length / 4.0 * (near(dr, dc) + near(ar, ac) + near(br, bc))
+                weight = start_weight + length / 4.0 * near(0, 0)
             else:
-                via1 = via2 = src
-                w = length / 2.0 * (s[r0:r1, c0:c1] + s[r0 + dr:r1 + dr, c0 + dc:c1 + dc])
-            keep = np.isfinite(w)
-            src_l.append(src[keep]); dst_l.append(dst[keep]); w_l.append(w[keep])
-            via1_l.append(via1[keep]); via2_l.append(via2[keep])
-        src = np.concatenate(src_l) if src_l else np.zeros(0, np.int64)
-        order = np.argsort(src, kind="stable")
-        self._src = src[order].astype(np.int32)
-        self._dst = np.concatenate(dst_l)[order].astype(np.int32) if dst_l else np.zeros(0, np.int32)
-        self._weight = np.concatenate(w_l)[order] if w_l else np.zeros(0)
-        self._via1 = np.concatenate(via1_l)[order].astype(np.int32) if via1_l else np.zeros(0, np.int32)
-        self._via2 = np.concatenate(via2_l)[order].astype(np.int32) if via2_l else np.zeros(0, np.int32)
-        self._graph = self._csr(np.ones(len(self._src), dtype=bool))
-        self.num_edges = len(self._src)
+                start_weight = length / 2.0 * near(dr, dc)
+                weight = start_weight + length / 2.0 * near(0, 0)
+                if dr != 0 and dc != 0:                         # diagonal: passes the corner of two cells
+                    side1, side2 = cells(dr, 0), cells(0, dc)
+            keep = np.isfinite(weight) & (live[side1] | live[side2])
+            for key, value in zip(keys, (src, dst, weight, start_weight, via1, via2, side1, side2)):
+                parts[key].append(value[keep].ravel())
+        edges = {key: np.concatenate(value) for key, value in parts.items()}
+        # Graph nodes: cells 0..n-1, then one ignition node per cell (n..2n-1) whose out-edges skip the
+        # source cell's share: pyretechnics ignites a whole cell (phi = -1 at its centre, +1 around), so its
+        # front starts on the cell's boundary, not at its centre.
+        if not self.ignite_whole_cell:
+            edges["start_weight"] = edges["weight"]
+        node_src = np.concatenate([edges["src"], edges["src"] + n_cells])
+        order = np.argsort(node_src, kind="stable")
+        self._node_src = node_src[order].astype(np.int32)
+        self._weight = np.concatenate([edges["weight"], edges["start_weight"]])[order].astype(np.float64)
+        for key in ("src", "dst", "via1", "via2", "side1", "side2"):
+            setattr(self, "_" + key, np.concatenate([edges[key], edges[key]])[order].astype(np.int32))
+        self._graph = self._csr(np.ones(len(self._weight), dtype=bool))
+        self.num_edges = len(edges["src"])
 
     def _csr(self, keep: np.ndarray):
         from scipy.sparse import csr_matrix
 
-        n = self.shape[0] * self.shape[1]
-        counts = np.bincount(self._src[keep], minlength=n)
+        n_nodes = 2 * self.shape[0] * self.shape[1]
+        counts = np.bincount(self._node_src[keep], minlength=n_nodes)
         indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
-        return csr_matrix((self._weight[keep], self._dst[keep], indptr), shape=(n, n))
+        return csr_matrix((self._weight[keep], self._dst[keep], indptr), shape=(n_nodes, n_nodes))
 
     def arrival_times(self, ignitions: np.ndarray, fuel_breaks: Optional[np.ndarray] = None) -> np.ndarray:
-        """float64 (k, H, W) calibrated minutes from each ignition, inf beyond ``burn_duration``.
+        """float64 (k, H, W): calibrated minutes from each ignition, inf beyond ``burn_duration``.
 
         Ignitions must lie on burnable, unbroken cells (use :meth:`burn_maps` for the general case).
         """
@@ -516,11 +551,15 @@ class TravelTimeSimulator(FireSimulator):
             graph = self._graph
         else:
             flat = breaks.ravel()
-            graph = self._csr(~(flat[self._src] | flat[self._dst] | flat[self._via1] | flat[self._via2]))
-        nodes = ign[:, 0] * self.shape[1] + ign[:, 1]
+            blocked = (flat[self._src] | flat[self._dst] | flat[self._via1] | flat[self._via2]
+                       | (flat[self._side1] & flat[self._side2]))
+            graph = self._csr(~blocked)
+        n_cells = self.shape[0] * self.shape[1]
+        cells = ign[:, 0] * self.shape[1] + ign[:, 1]
         limit = float(self.scenario.burn_duration) * self.rate_factor
-        dist = dijkstra(graph, directed=True, indices=nodes, limit=limit)
-        return np.asarray(dist).reshape((len(ign),) + self.shape) / self.rate_factor
+        dist = dijkstra(graph, directed=True, indices=cells + n_cells, limit=limit)[:, :n_cells]
+        dist[np.arange(len(cells)), cells] = 0.0
+        return dist.reshape((len(ign),) + self.shape) / self.rate_factor
 
     def _burn(self, ignitions: np.ndarray, breaks: Optional[np.ndarray]) -> np.ndarray:
         return self.arrival_times(ignitions, breaks) <= float(self.scenario.burn_duration)

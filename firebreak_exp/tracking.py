@@ -89,6 +89,11 @@ class Tracker:
         items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
         self.client.log_batch(self.run_id, metrics=items)
 
+    def last_metric_step(self, key: str) -> int:
+        """The largest step logged for metric ``key`` in this run (-1 when none)."""
+        history = self.client.get_metric_history(self.run_id, key)
+        return max((m.step for m in history), default=-1)
+
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, str(value))

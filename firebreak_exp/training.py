@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from firebreak_exp.agent import DQNAgent, ReplayBuffer
-from firebreak_exp.checkpoint import load_checkpoint, save_checkpoint
+from firebreak_exp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from firebreak_exp.factory import make_vector_env
 from firebreak_exp.vectorization import VectorizedFireEnv
 
@@ -29,7 +29,7 @@ class ParallelExperienceCollector:
         self.obs, self.infos = vec_env.reset(seed=seed)
         self.total_experiences = 0
         self.total_updates = 0
-        self._update_credit = 0.0
+        self.update_credit = 0.0
         self._step_seconds = 0.0
         self._steps = 0
 
@@ -48,10 +48,10 @@ class ParallelExperienceCollector:
             self.obs, self.infos = next_obs, infos
             self.total_experiences += len(actions)
             if len(self.replay) >= self.learning_starts:
-                self._update_credit += len(actions) / train_frequency
-                while self._update_credit >= 1:
+                self.update_credit += len(actions) / train_frequency
+                while self.update_credit >= 1:
                     losses.append(self.agent.update(self.replay.sample(self.batch_size, self.agent.device)))
-                    self._update_credit -= 1
+                    self.update_credit -= 1
                     self.total_updates += 1
         seconds = time.perf_counter() - start
         experiences = num_steps * self.vec_env.num_envs
@@ -67,6 +67,17 @@ class ParallelExperienceCollector:
                 "average_step_time": self._step_seconds / self._steps if self._steps else 0.0,
                 "total_experiences": self.total_experiences, "total_updates": self.total_updates}
 
+    def state_dict(self) -> dict:
+        """Counters and every environment's mid-episode state, for checkpoints."""
+        return {"total_experiences": self.total_experiences, "total_updates": self.total_updates,
+                "update_credit": self.update_credit, "env_states": self.vec_env.get_env_states()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.total_experiences = int(state["total_experiences"])
+        self.total_updates = int(state["total_updates"])
+        self.update_credit = float(state["update_credit"])
+        self.obs, self.infos = self.vec_env.set_env_states(state["env_states"])
+
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
@@ -78,87 +89,141 @@ class ParallelFuelBreakTrainer:
     """Trains a DQN agent on ``cfg.parallel.num_envs`` environments of ``cfg.parallel.backend``.
 
     ``tracker`` (a firebreak_exp.tracking.Tracker with a started run) receives metrics and artifacts;
-    checkpoints go to ``<run_dir>/checkpoints``.
+    checkpoints go to ``<run_dir>/checkpoints``. With ``resume=True`` training continues from the
+    newest readable checkpoint there, and metric steps already in the run are not logged again.
     """
 
-    def __init__(self, cfg, run_dir: os.PathLike = ".", tracker=None):
+    def __init__(self, cfg, run_dir: os.PathLike = ".", tracker=None, resume: bool = False):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.tracker = tracker
+        self.resume = resume
+        self.logged_until = -1  # metric steps up to this one are already in the MLflow run
 
     def _log(self, metrics: dict, step: int) -> None:
-        if self.tracker is not None:
+        if self.tracker is not None and step > self.logged_until:
             self.tracker.log_metrics(metrics, step)
 
     def train(self) -> dict:
         """Run the loop until ``trainer.episodes`` episodes are finished; returns a summary."""
         cfg, trainer = self.cfg, self.cfg.trainer
         seed_everything(int(cfg.seed))
-        from firebreak_exp.evaluation import evaluate_policy
-        from firebreak_exp.plots import plot_fuel_breaks, plot_training_curves
         with make_vector_env(cfg) as vec_env:
             obs_shape = vec_env.single_observation_space.shape
             agent = DQNAgent(obs_shape, seed=int(cfg.seed), **cfg.agent)
             replay = ReplayBuffer(cfg.agent.buffer_size, obs_shape, seed=int(cfg.seed))
             collector = ParallelExperienceCollector(vec_env, agent, replay, cfg.agent.batch_size,
                                                     trainer.learning_starts, seed=int(cfg.seed))
-            history = {"episode": [], "return": [], "burned_area_reduction": [], "loss_step": [], "loss": []}
-            best_return, next_checkpoint = -np.inf, trainer.checkpoint_frequency
-            progress = _progress_bar(trainer.episodes, trainer.progress)
-            episodes_done = 0
-            while episodes_done < trainer.episodes:
+            loop = {"episodes": 0, "best_return": -np.inf, "next_checkpoint": trainer.checkpoint_frequency,
+                    "history": {"episode": [], "return": [], "burned_area_reduction": [], "loss_step": [], "loss": []}}
+            if self.resume:
+                loop = self._restore(agent, replay, collector)
+            history = loop["history"]
+            progress = _progress_bar(trainer.episodes, trainer.progress, initial=loop["episodes"])
+            while loop["episodes"] < trainer.episodes:
                 stats = collector.collect_experiences(trainer.steps_per_collection, trainer.train_frequency)
                 episodes = vec_env.get_episode_stats()
+                finished = len(episodes["return"])
                 step = collector.total_experiences
-                metrics = {"epsilon": stats["epsilon"], "perf/experiences_per_second": stats["experiences_per_second"],
-                           "updates": collector.total_updates}
+                metrics = {"epsilon": stats["epsilon"], "updates": collector.total_updates,
+                           "perf/experiences_per_second": stats["experiences_per_second"]}
                 if stats["updates"]:
                     metrics["loss"] = stats["loss"]
                     history["loss_step"].append(step)
                     history["loss"].append(stats["loss"])
-                if episodes["return"]:
+                if finished:
                     metrics["return"] = float(np.mean(episodes["return"]))
                     metrics["burned_area_reduction"] = float(np.mean(episodes["burned_area_reduction"]))
                     metrics["relative_reduction"] = float(np.mean(episodes["relative_reduction"]))
                     for key in ("return", "burned_area_reduction"):
                         history[key].extend(episodes[key])
-                    history["episode"].extend(range(episodes_done + 1, episodes_done + 1 + len(episodes["return"])))
-                episodes_done = episodes["total_episodes"]
-                metrics["episodes"] = episodes_done
+                    history["episode"].extend(range(loop["episodes"] + 1, loop["episodes"] + 1 + finished))
+                loop["episodes"] += finished
+                metrics["episodes"] = loop["episodes"]
                 self._log(metrics, step)
-                progress.update(episodes_done - progress.n)
+                progress.update(finished)
                 progress.set_postfix(exp_s=f"{stats['experiences_per_second']:.1f}", eps=f"{stats['epsilon']:.2f}")
-
-                recent = float(np.mean(history["return"][-20:])) if history["return"] else -np.inf
-                state = _training_state(agent, replay, collector, episodes_done, cfg)
-                if episodes_done >= next_checkpoint:
-                    save_checkpoint(state, self.checkpoint_dir / f"episode_{episodes_done:06d}.pt")
-                    next_checkpoint += trainer.checkpoint_frequency
-                    if recent > best_return:
-                        best_return = recent
-                        save_checkpoint(state, self.checkpoint_dir / "best.pt")
+                if loop["episodes"] >= loop["next_checkpoint"]:
+                    self._periodic_checkpoint(loop, agent, replay, collector)
             progress.close()
-            final_state = _training_state(agent, replay, collector, episodes_done, cfg)
+            final_state = self._state(loop, agent, replay, collector)
             save_checkpoint(final_state, self.checkpoint_dir / "last.pt")
             if not (self.checkpoint_dir / "best.pt").exists():
                 save_checkpoint(final_state, self.checkpoint_dir / "best.pt")
             performance = collector.get_performance_stats()
+        return self._finish(agent, collector, loop, performance)
 
-        evaluation = evaluate_policy(cfg, agent, episodes=trainer.eval_episodes)
-        summary = {"episodes": episodes_done, "experiences": collector.total_experiences,
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _state(self, loop, agent, replay, collector) -> dict:
+        return {"agent": agent.state_dict(), "replay": replay.state_dict(), "collector": collector.state_dict(),
+                "loop": loop, "counters": {"episodes": loop["episodes"], "experiences": collector.total_experiences,
+                                           "updates": collector.total_updates},
+                "rng": {"numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                        "python": random.getstate(), "replay": replay.rng.bit_generator.state},
+                "network": {"in_channels": agent.q_network.in_channels, "channels": agent.q_network.channels,
+                            "num_layers": agent.q_network.num_layers}}
+
+    def _periodic_checkpoint(self, loop, agent, replay, collector) -> None:
+        """Every ``checkpoint_frequency`` episodes: ``episode_N.pt``, ``last.pt``, and ``best.pt`` if better."""
+        loop["next_checkpoint"] += self.cfg.trainer.checkpoint_frequency
+        recent = float(np.mean(loop["history"]["return"][-20:])) if loop["history"]["return"] else -np.inf
+        improved = recent > loop["best_return"]
+        if improved:
+            loop["best_return"] = recent
+        state = self._state(loop, agent, replay, collector)
+        save_checkpoint(state, self.checkpoint_dir / f"episode_{loop['episodes']:06d}.pt")
+        if improved:
+            save_checkpoint(state, self.checkpoint_dir / "best.pt")
+        save_checkpoint(state, self.checkpoint_dir / "last.pt")
+
+    def _restore(self, agent, replay, collector) -> dict:
+        """Load the newest readable checkpoint; a truncated one is reported and the previous one used."""
+        candidates = [self.checkpoint_dir / "last.pt"] + sorted(self.checkpoint_dir.glob("episode_*.pt"), reverse=True)
+        for path in candidates:
+            try:
+                state = load_checkpoint(path)
+                break
+            except CheckpointError as error:
+                log.warning("skipping checkpoint: %s", error)
+        else:
+            raise CheckpointError(f"no readable checkpoint in {self.checkpoint_dir} to resume from")
+        check_network_shape(state, agent, path)
+        agent.load_state_dict(state["agent"])
+        replay.load_state_dict(state["replay"])
+        replay.rng.bit_generator.state = state["rng"]["replay"]
+        numpy_state = state["rng"]["numpy"]
+        np.random.set_state((numpy_state[0], np.asarray(numpy_state[1]), *numpy_state[2:]))
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(_as_tuples(state["rng"]["python"]))
+        collector.load_state_dict(state["collector"])
+        if self.tracker is not None:
+            self.logged_until = self.tracker.last_metric_step("episodes")
+        log.info("resumed from %s at episode %d (%d experiences)", path, state["loop"]["episodes"],
+                 collector.total_experiences)
+        loop = state["loop"]
+        loop["best_return"] = float(loop["best_return"])
+        return loop
+
+    # -- end of training -----------------------------------------------------------------------
+    def _finish(self, agent, collector, loop, performance) -> dict:
+        from firebreak_exp.evaluation import evaluate_policy
+        from firebreak_exp.plots import plot_fuel_breaks, plot_training_curves
+        history = loop["history"]
+        evaluation = evaluate_policy(self.cfg, agent, episodes=self.cfg.trainer.eval_episodes)
+        summary = {"episodes": loop["episodes"], "experiences": collector.total_experiences,
                    "updates": collector.total_updates,
                    "final_return": float(np.mean(history["return"][-20:])) if history["return"] else 0.0,
                    "perf/experiences_per_second": performance["experiences_per_second"],
                    **{f"heldout/{k}": v for k, v in evaluation["summary"].items()}}
-        self._log({k: v for k, v in summary.items() if k != "episodes"}, collector.total_experiences)
+        self._log({k: v for k, v in summary.items() if k != "episodes"}, collector.total_experiences + 1)
         plots = self.run_dir / "plots"
         plot_training_curves(history, plots / "training_curves.png")
         plot_fuel_breaks(evaluation["example"], plots / "fuel_breaks.png")
         if self.tracker is not None:
             self.tracker.log_artifact(plots, "plots")
             self.tracker.log_artifact(self.checkpoint_dir, "checkpoints")
-        log.info("trained %d episodes, %d experiences, held-out reduction %.4f", episodes_done,
+        log.info("trained %d episodes, %d experiences, held-out reduction %.4f", loop["episodes"],
                  collector.total_experiences, evaluation["summary"]["burned_area_reduction"])
         return summary
 
@@ -166,22 +231,27 @@ class ParallelFuelBreakTrainer:
 class IterativeFuelBreakTrainer(ParallelFuelBreakTrainer):
     """The same trainer on the sequential backend with one environment."""
 
-    def __init__(self, cfg, run_dir: os.PathLike = ".", tracker=None):
+    def __init__(self, cfg, run_dir: os.PathLike = ".", tracker=None, resume: bool = False):
         from omegaconf import OmegaConf
         cfg = OmegaConf.merge(cfg, {"parallel": {"backend": "sequential", "num_envs": 1, "max_workers": 1}})
-        super().__init__(cfg, run_dir, tracker)
+        super().__init__(cfg, run_dir, tracker, resume)
 
 
-def _training_state(agent, replay, collector, episodes_done, cfg) -> dict:
-    return {"agent": agent.state_dict(), "replay": replay.state_dict(),
-            "counters": {"episodes": episodes_done, "experiences": collector.total_experiences,
-                         "updates": collector.total_updates},
-            "rng": {"numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-                    "python": random.getstate(), "replay": replay.rng.bit_generator.state},
-            "network": {"in_channels": agent.q_network.net[0].in_channels,
-                        "channels": cfg.agent.channels, "num_layers": cfg.agent.num_layers}}
+def check_network_shape(state: dict, agent: DQNAgent, path: os.PathLike) -> None:
+    """CheckpointError if the checkpoint's Q-network differs in shape from ``agent``'s."""
+    expected = {"in_channels": agent.q_network.in_channels, "channels": agent.q_network.channels,
+                "num_layers": agent.q_network.num_layers}
+    found = {k: int(v) for k, v in state["network"].items()}
+    if found != expected:
+        raise CheckpointError(f"checkpoint {path} holds a Q-network {found}, but the config builds {expected}")
 
 
-def _progress_bar(total: int, enabled: bool):
+def _as_tuples(value):
+    """Lists back to tuples (Python's random state is nested tuples)."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _progress_bar(total: int, enabled: bool, initial: int = 0):
     from tqdm.auto import tqdm
-    return tqdm(total=total, unit="episode", desc="training", disable=not (enabled and sys.stderr.isatty()))
+    return tqdm(total=total, initial=initial, unit="episode", desc="training",
+                disable=not (enabled and sys.stderr.isatty()))

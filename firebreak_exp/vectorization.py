@@ -55,6 +55,10 @@ def _reset(env: gym.Env, seed: Optional[int], options: Optional[dict]) -> tuple:
     return env.reset(seed=seed, options=options)
 
 
+def _call(env: gym.Env, name: str, args: tuple) -> Any:
+    return getattr(env, name)(*args)
+
+
 def _worker_main(conn, builder_bytes: bytes, indices: Sequence[int]) -> None:
     """Worker process: build the environments once, then serve requests until 'close'."""
     try:
@@ -74,6 +78,8 @@ def _worker_main(conn, builder_bytes: bytes, indices: Sequence[int]) -> None:
                 result = [_step_and_autoreset(env, a) for env, a in zip(envs, payload)]
             elif command == "reset":
                 result = [_reset(env, s, o) for env, (s, o) in zip(envs, payload)]
+            elif command == "call":
+                result = [_call(env, *p) for env, p in zip(envs, payload)]
             elif command == "close":
                 conn.send(("ok", None))
                 return
@@ -169,7 +175,8 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         return self._gather()
 
     def _dispatch(self, command: str, per_env: Sequence[Any]) -> None:
-        function = _step_and_autoreset if command == "step" else lambda env, p: _reset(env, *p)
+        function = {"step": _step_and_autoreset, "reset": lambda env, p: _reset(env, *p),
+                    "call": lambda env, p: _call(env, *p)}[command]
         if self.backend == "sequential":
             self._pending = [function(env, p) for env, p in zip(self._envs, per_env)]
         elif self.backend == "thread":
@@ -230,6 +237,23 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         return {"action_mask": np.stack([i["action_mask"] for i in infos]),
                 "tile_index": np.array([i["tile_index"] for i in infos]),
                 "burned_fraction": np.array([i["burned_fraction"] for i in infos])}
+
+    def call_each(self, name: str, per_env_args: Sequence[tuple]) -> list:
+        """Call method ``name`` of every environment with its own arguments; results in env order."""
+        return self._run_all("call", [(name, tuple(args)) for args in per_env_args])
+
+    def call(self, name: str, *args) -> tuple:
+        """Gymnasium's VectorEnv.call: the same method and arguments on every environment."""
+        return tuple(self.call_each(name, [args] * self.num_envs))
+
+    def get_env_states(self) -> list:
+        """Each environment's mid-episode state (``FuelBreakEnv.get_state``), for checkpoints."""
+        return self.call_each("get_state", [()] * self.num_envs)
+
+    def set_env_states(self, states: Sequence[dict]):
+        """Continue every environment from ``get_env_states()``'s result; returns (observations, infos)."""
+        results = self.call_each("set_state", [(state,) for state in states])
+        return np.stack([obs for obs, _ in results]), self._batch_infos([info for _, info in results])
 
     def get_episode_stats(self) -> dict:
         """Episodes finished since the last call: lists of return, length and burned-area reduction."""
