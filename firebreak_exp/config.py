@@ -60,15 +60,17 @@ class EnvConfig:
 @dataclass
 class ParallelConfig:
     """Vectorized environment backend (firebreak_exp.vectorization.VectorizedFireEnv)."""
-    backend: str = "sequential"          # sequential | thread | process (aliases: threading, multiprocessing)
+    backend: str = "sequential"          # sequential | thread | process | dask (aliases: threading, multiprocessing)
     num_envs: Any = 1                    # a positive integer, or "auto" (the benchmark's recommendation)
-    max_workers: Optional[int] = None    # None = min(num_envs, cores)
+    max_workers: Optional[int] = None    # None = min(num_envs, cores); dask with an address: its worker count
+    address: Optional[str] = None        # dask only: scheduler of a running cluster, e.g. tcp://10.0.0.5:8786;
+                                         # None = a LocalCluster on 127.0.0.1 for the run
 
 
 @dataclass
 class AgentConfig:
     """Double DQN learner (firebreak_exp.agent.DQNAgent)."""
-    channels: int = 32                   # conv width of the Q-network
+    channels: int = 16                   # conv width of the Q-network
     num_layers: int = 5                  # conv layers (dilations 1, 2, 4, ... widen the view)
     lr: float = 1e-3
     gamma: float = 0.99
@@ -81,6 +83,7 @@ class AgentConfig:
     target_update_interval: int = 200    # learner updates between target-network copies
     max_grad_norm: float = 10.0
     device: str = "cpu"                  # cpu | cuda | auto
+    num_threads: Optional[int] = 1       # torch CPU threads of the learner; None = torch's default (all cores)
 
 
 @dataclass
@@ -97,6 +100,7 @@ class TrainerConfig:
     regenerate_memories: bool = False    # rebuild the cached expert memories under outputs/
     pretrain_steps: int = 0              # learner updates on expert memories before exploration
     progress: bool = True                # progress bar (quiet when not on a terminal)
+    deterministic: bool = True           # bit-identical re-runs and resumes (turns off oneDNN convolutions)
 
 
 @dataclass
@@ -153,6 +157,8 @@ def check_values(cfg: Any) -> None:
     for key, value in positive.items():
         if value is not None and value <= 0:
             raise ValueError(f"{key}={value}: expected a positive integer")
+    if cfg.agent.get("num_threads") is not None and cfg.agent.num_threads <= 0:
+        raise ValueError(f"agent.num_threads={cfg.agent.num_threads}: expected a positive integer or null")
     if cfg.parallel.max_workers is not None and cfg.parallel.max_workers <= 0:
         raise ValueError(f"parallel.max_workers={cfg.parallel.max_workers}: expected a positive integer or null")
     for key in ("budget_percent", "percentage_increment"):

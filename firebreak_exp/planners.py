@@ -27,7 +27,8 @@ from typing import Optional
 import numpy as np
 
 __all__ = ["Planner", "NoTreatmentPlanner", "RandomPlanner", "DomiRankPlanner", "GreedyPlanner",
-           "PolicyPlanner", "spread_network", "domirank", "domirank_scores", "make_planner", "PLANNERS"]
+           "PolicyPlanner", "spread_network", "smallest_eigenvalue", "domirank", "domirank_scores",
+           "king_dilation", "make_planner", "PLANNERS"]
 
 #: The 8 king-move offsets (d_row, d_col) of the spread network; row 0 is the northern edge.
 KING_OFFSETS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
@@ -240,12 +241,27 @@ class DomiRankPlanner(Planner):
 # Greedy
 # ---------------------------------------------------------------------------------------------------------
 
+def king_dilation(maps: np.ndarray) -> np.ndarray:
+    """bool (k, H, W): the cells of ``maps`` and their 8 neighbours."""
+    maps = np.asarray(maps, dtype=bool)
+    padded = np.pad(maps, ((0, 0), (1, 1), (1, 1)))
+    rows, cols = maps.shape[-2:]
+    out = np.zeros_like(maps)
+    for dr in (0, 1, 2):
+        for dc in (0, 1, 2):
+            out |= padded[:, dr:dr + rows, dc:dc + cols]
+    return out
+
+
 class GreedyPlanner(Planner):
     """Adds, at each step, the cell whose break most reduces the simulated burned area over ``ignitions``.
 
-    Candidates are the burnable, unbroken cells that the current fires burn (a break elsewhere changes
-    nothing). A break at ``c`` only changes the fires that reached ``c``, so only those are simulated
-    again: each step costs one simulation per (candidate, fire through it). Ties go to the cell burned by
+    Candidates are the burnable, unbroken cells that the current fires burn, and their 8 neighbours: a
+    break elsewhere changes nothing, and a neighbour a fire did not burn can still matter (the travel-time
+    simulator's knight moves are cut by a break in a cell they cross). A break at ``c`` only changes the
+    fires that burned ``c`` or a neighbour of it, so only those are simulated again: a step costs one
+    simulation per (candidate, fire near it), and after a break only the fires near it are re-simulated
+    (the other fires' reductions are reused), which keeps the search exact. Ties go to the cell burned by
     more fires, then to the lower flat index. With ``exclude_ignitions`` (default) the planning ignition
     cells are not candidates: breaking an ignition point "extinguishes" a sampled fire outright, which
     says nothing about fires that start elsewhere. When no candidate is left (every fire is stopped) the
@@ -259,49 +275,74 @@ class GreedyPlanner(Planner):
         self.exclude_ignitions = bool(exclude_ignitions)
         self.max_candidates = None if max_candidates is None else int(max_candidates)
 
-    def single_break_reductions(self, simulator, ignitions: np.ndarray, breaks: np.ndarray,
-                                maps: Optional[np.ndarray] = None) -> tuple:
-        """(candidates, reduction in total burned cells summed over fires, fires through each candidate)."""
-        if maps is None:
-            maps = simulator.burn_maps(ignitions, breaks)
-        flat_maps = maps.reshape(len(maps), -1)
-        counts = flat_maps.sum(axis=0)
-        candidates = np.flatnonzero((counts > 0) & ~breaks.ravel())
+    def _candidates(self, reach: np.ndarray, counts: np.ndarray, live: np.ndarray,
+                    ignitions: np.ndarray, width: int) -> np.ndarray:
+        candidates = np.flatnonzero(reach.any(axis=0) & live)
         if self.exclude_ignitions and len(ignitions):
-            ign_cells = np.asarray(ignitions)[:, 0] * breaks.shape[1] + np.asarray(ignitions)[:, 1]
-            candidates = np.setdiff1d(candidates, ign_cells)
+            candidates = np.setdiff1d(candidates, ignitions[:, 0] * width + ignitions[:, 1])
         if self.max_candidates is not None and len(candidates) > self.max_candidates:
             keep = np.argsort(-counts[candidates], kind="stable")[:self.max_candidates]
             candidates = np.sort(candidates[keep])
-        sizes = flat_maps.sum(axis=1)
-        reductions = np.zeros(len(candidates))
+        return candidates
+
+    @staticmethod
+    def _fire_deltas(simulator, ignitions, breaks, sizes, reach, fires, cells, deltas) -> None:
+        """deltas[f, c] = cells fire f no longer burns when c is broken too, for f in ``fires`` near c."""
         trial = breaks.copy()
-        for i, cell in enumerate(candidates):
-            fires = np.flatnonzero(flat_maps[:, cell])
+        for cell in cells:
+            near = fires[reach[fires, cell]]
+            if len(near) == 0:
+                continue
             trial.flat[cell] = True
-            after = simulator.burn_maps(ignitions[fires], trial).reshape(len(fires), -1).sum(axis=1)
+            after = simulator.burn_maps(ignitions[near], trial).reshape(len(near), -1).sum(axis=1)
             trial.flat[cell] = False
-            reductions[i] = float((sizes[fires] - after).sum())
-        return candidates, reductions, counts[candidates]
+            deltas[near, cell] = sizes[near] - after
+
+    def _state(self, simulator, ignitions, breaks):
+        maps = simulator.burn_maps(ignitions, breaks)
+        flat = maps.reshape(len(ignitions), -1)
+        return flat.sum(axis=1), king_dilation(maps).reshape(len(ignitions), -1), flat
+
+    def single_break_reductions(self, simulator, ignitions: np.ndarray, breaks: np.ndarray) -> tuple:
+        """Every candidate cell with the drop in burned cells (summed over fires) its break alone would give
+        on top of ``breaks``, and how many fires burn it: ``(candidates, reductions, fires_through)``."""
+        ignitions = np.asarray(ignitions, dtype=np.int64).reshape(-1, 2)
+        sizes, reach, flat = self._state(simulator, ignitions, breaks)
+        counts = flat.sum(axis=0)
+        live = np.asarray(simulator.burnable).ravel() & ~breaks.ravel()
+        candidates = self._candidates(reach, counts, live, ignitions, breaks.shape[1])
+        deltas = np.zeros(flat.shape)
+        self._fire_deltas(simulator, ignitions, breaks, sizes, reach, np.arange(len(ignitions)), candidates, deltas)
+        return candidates, deltas[:, candidates].sum(axis=0), counts[candidates]
 
     def plan(self, tile, simulator, scenario, num_breaks, ignitions, rng):
         start = time.perf_counter()
         ignitions = np.asarray(ignitions, dtype=np.int64).reshape(-1, 2)
         burnable = _burnable(tile)
         breaks = np.zeros(burnable.shape, dtype=bool)
-        untreated = simulator.burn_maps(ignitions).reshape(len(ignitions), -1).sum(axis=0)
+        sizes, reach, flat = self._state(simulator, ignitions, breaks)
+        untreated = flat.sum(axis=0)
+        deltas = np.zeros(flat.shape)
+        changed = np.arange(len(ignitions))
         order, stamps = [], []
-        maps = simulator.burn_maps(ignitions, breaks)
         while len(order) < num_breaks:
-            candidates, reductions, through = self.single_break_reductions(simulator, ignitions, breaks, maps)
+            counts = flat.sum(axis=0)
+            live = burnable.ravel() & ~breaks.ravel()
+            candidates = self._candidates(reach, counts, live, ignitions, breaks.shape[1])
             if len(candidates) == 0:
                 break
-            best = np.lexsort((candidates, -through, -reductions))[0]
+            deltas[changed] = 0.0
+            self._fire_deltas(simulator, ignitions, breaks, sizes, reach, changed, candidates, deltas)
+            reductions = deltas[:, candidates].sum(axis=0)
+            best = np.lexsort((candidates, -counts[candidates], -reductions))[0]
             cell = int(candidates[best])
+            changed = np.flatnonzero(reach[:, cell])
             breaks.flat[cell] = True
             order.append(cell)
             stamps.append(time.perf_counter() - start)
-            maps = simulator.burn_maps(ignitions, breaks)
+            if len(changed):
+                s, r, f = self._state(simulator, ignitions[changed], breaks)
+                sizes[changed], reach[changed], flat[changed] = s, r, f
         if len(order) < num_breaks:                                    # every fire stopped: fill up
             rest = np.flatnonzero(burnable.ravel() & ~breaks.ravel())
             rest = rest[np.lexsort((rng.random(len(rest)), -untreated[rest]))]

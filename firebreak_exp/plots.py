@@ -51,3 +51,69 @@ def plot_fuel_breaks(example: dict, path: Path) -> Path:
     for ax in axes:
         ax.set_xticks([]), ax.set_yticks([])
     return _save(fig, path)
+
+
+def plot_r_against_budget(summary: dict, path: Path) -> Path:
+    """R = 1 - BA/BA0 against the budget (% of burnable cells), one line per method, with CI error bars."""
+    budgets = np.asarray(summary["budgets"], float)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for name, method in summary["methods"].items():
+        r = np.asarray(method["R"], float)
+        ci = np.asarray(method["R_ci"], float).reshape(-1, 2)
+        yerr = np.clip(np.stack([r - ci[:, 0], ci[:, 1] - r]), 0, None)
+        ax.errorbar(budgets, r, yerr=yerr, marker="o", capsize=3, label=name)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set(xlabel="budget (% of burnable cells)", ylabel="R = 1 - BA / BA0",
+           title="Burned-area reduction on held-out tiles (95% CI)")
+    if len(budgets) > 1 and budgets.min() > 0 and budgets.max() / budgets.min() >= 8:
+        ax.set_xscale("log")
+        ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def _method_grid(count: int, extra: int = 0):
+    panels = count + extra
+    cols = min(panels, 4)
+    rows = -(-panels // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.3 * rows), squeeze=False)
+    for ax in axes.ravel()[panels:]:
+        ax.axis("off")
+    return fig, list(axes.ravel()[:panels])
+
+
+def plot_method_fuel_breaks(example: dict, path: Path) -> Path:
+    """One panel per method: the tile's fuel model with that method's breaks (``example`` from
+    firebreak_exp.evaluation.compare_planners)."""
+    tile = example["tile"]
+    methods = {k: v for k, v in example["methods"].items() if k != "no_treatment"} or example["methods"]
+    fig, axes = _method_grid(len(methods))
+    for ax, (name, method) in zip(axes, methods.items()):
+        ax.imshow(tile.fuel_model, cmap="tab20", interpolation="nearest")
+        rows, cols = np.nonzero(method["fuel_breaks"])
+        ax.scatter(cols, rows, marker="s", s=10, c="black")
+        ax.set_title(f"{name}: {len(rows)} breaks", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.suptitle(f"{tile.name}: fuel breaks at {example['budget']:g}% of burnable cells", fontsize=10)
+    return _save(fig, path)
+
+
+def plot_method_burn_probability(example: dict, path: Path) -> Path:
+    """Burn probability over the scoring ignitions: untreated, then after each method's breaks (blue squares)."""
+    methods = {k: v for k, v in example["methods"].items() if k != "no_treatment"}
+    fig, axes = _method_grid(len(methods), extra=1)
+    panels = [("untreated", example["burn_probability_before"], example["burned_fraction_untreated"], None)]
+    panels += [(name, m["burn_probability"], m["burned_fraction"], m["fuel_breaks"]) for name, m in methods.items()]
+    image = None
+    for ax, (name, probability, burned, breaks) in zip(axes, panels):
+        image = ax.imshow(probability, vmin=0, vmax=1, cmap="hot_r", interpolation="nearest")
+        if breaks is not None:
+            rows, cols = np.nonzero(breaks)
+            ax.scatter(cols, rows, marker="s", s=8, facecolors="none", edgecolors="tab:blue", linewidths=0.8)
+        ax.set_title(f"{name}: BA {burned:.3f}", fontsize=9)
+        ax.set_xticks([]), ax.set_yticks([])
+    if image is not None:
+        fig.colorbar(image, ax=axes, fraction=0.03, label="burn probability")
+    fig.suptitle(f"{example['tile'].name}: burn probability before and after "
+                 f"({example['budget']:g}% budget)", fontsize=10)
+    return _save(fig, path)

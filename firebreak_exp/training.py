@@ -79,10 +79,13 @@ class ParallelExperienceCollector:
         self.obs, self.infos = self.vec_env.set_env_states(state["env_states"])
 
 
-def seed_everything(seed: int) -> None:
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, numpy and torch. ``deterministic`` turns off oneDNN convolutions: their rounding
+    depends on what the process ran before, so a resumed run would drift from an uninterrupted one."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
+    torch.backends.mkldnn.enabled = not deterministic
 
 
 class ParallelFuelBreakTrainer:
@@ -108,7 +111,7 @@ class ParallelFuelBreakTrainer:
     def train(self) -> dict:
         """Run the loop until ``trainer.episodes`` episodes are finished; returns a summary."""
         cfg, trainer = self.cfg, self.cfg.trainer
-        seed_everything(int(cfg.seed))
+        seed_everything(int(cfg.seed), trainer.deterministic)
         with make_vector_env(cfg) as vec_env:
             obs_shape = vec_env.single_observation_space.shape
             agent = DQNAgent(obs_shape, seed=int(cfg.seed), **cfg.agent)
@@ -215,7 +218,8 @@ class ParallelFuelBreakTrainer:
                    "updates": collector.total_updates,
                    "final_return": float(np.mean(history["return"][-20:])) if history["return"] else 0.0,
                    "perf/experiences_per_second": performance["experiences_per_second"],
-                   **{f"heldout/{k}": v for k, v in evaluation["summary"].items()}}
+                   **{("perf/heldout/" if "seconds" in k else "heldout/") + k: v
+                      for k, v in evaluation["summary"].items()}}
         self._log({k: v for k, v in summary.items() if k != "episodes"}, collector.total_experiences + 1)
         plots = self.run_dir / "plots"
         plot_training_curves(history, plots / "training_curves.png")
