@@ -5,7 +5,8 @@ breaks (over this episode's ignitions), the fuel-break mask and the remaining
 budget. Action: one cell; broken and non-burnable cells are masked out
 (``info["action_mask"]``). Reward: the drop in expected burned fraction since
 the last evaluation, over ignitions drawn once at reset, so an episode's return
-is the total reduction. The episode ends when the budget is spent.
+is the total reduction. The episode ends when the budget is spent. A break placed on one of the
+episode's ignition points does not stop that fire (it would only delete a known ignition).
 """
 from __future__ import annotations
 
@@ -178,7 +179,11 @@ class FuelBreakEnv(gym.Env):
         return self._simulators[tile_index]
 
     def _evaluate(self) -> None:
-        maps = self.simulator(self.tile_index).burn_maps(self.ignitions, self.fuel_breaks)
+        # A break on an ignition point does not stop that fire: the reward must come from blocking
+        # spread, not from deleting the episode's (known) ignitions, which fresh fires would not share.
+        effective_breaks = self.fuel_breaks.copy()
+        effective_breaks[self.ignitions[:, 0], self.ignitions[:, 1]] = False
+        maps = self.simulator(self.tile_index).burn_maps(self.ignitions, effective_breaks)
         burnable = self.landscapes[self.tile_index].burnable
         self.burn_probability = maps.mean(axis=0, dtype=np.float32)
         self.burned_fraction = float(maps.sum(axis=(1, 2)).mean() / burnable.sum())

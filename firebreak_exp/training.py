@@ -122,6 +122,8 @@ class ParallelFuelBreakTrainer:
                     "history": {"episode": [], "return": [], "burned_area_reduction": [], "loss_step": [], "loss": []}}
             if self.resume:
                 loop = self._restore(agent, replay, collector)
+            elif trainer.expert_memories > 0:
+                self._pretrain(agent, replay)
             history = loop["history"]
             progress = _progress_bar(trainer.episodes, trainer.progress, initial=loop["episodes"])
             while loop["episodes"] < trainer.episodes:
@@ -156,6 +158,16 @@ class ParallelFuelBreakTrainer:
                 save_checkpoint(final_state, self.checkpoint_dir / "best.pt")
             performance = collector.get_performance_stats()
         return self._finish(agent, collector, loop, performance)
+
+    def _pretrain(self, agent, replay) -> None:
+        """Pre-fill the buffer with DomiRank expert transitions and run ``pretrain_steps`` updates on them."""
+        from firebreak_exp.memories import fill_replay, load_or_generate_expert_memories, memory_stats
+        memories = load_or_generate_expert_memories(self.cfg)
+        fill_replay(replay, memories)
+        losses = [agent.update(replay.sample(self.cfg.agent.batch_size, agent.device))
+                  for _ in range(self.cfg.trainer.pretrain_steps)]
+        self._log({**memory_stats(memories), **({"pretrain_loss": float(np.mean(losses[-50:]))} if losses else {})}, 0)
+        log.info("pre-trained on %d expert transitions with %d updates", len(replay), len(losses))
 
     # -- checkpoints ---------------------------------------------------------------------------
     def _state(self, loop, agent, replay, collector) -> dict:
