@@ -3,7 +3,7 @@ value per cell, masked action selection, and a compact replay buffer.
 
 The learning step (``DQNAgent.update``) is written top to bottom in one place.
 """
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -12,6 +12,20 @@ from torch import nn
 
 from firebreak_exp.environment import (BUDGET_CHANNEL, BURN_PROBABILITY_CHANNEL, FUEL_BREAK_CHANNEL,
                                        NON_BURNABLE_CHANNEL, NUM_STATIC_CHANNELS)
+
+
+def set_cpu_threads(num_threads: Optional[int]) -> None:
+    """torch's intra-op CPU threads (for the whole process); None leaves torch's default (all cores).
+
+    The Q-network's convolutions are small: a second thread gains little, and when the cores are busy
+    (environment worker processes, other jobs) OpenMP threads that wait for each other make every update
+    several times slower. One thread is the robust choice beside worker processes; the benchmark measures
+    1 thread against all cores (``learner_threads`` in its recommendation).
+    """
+    if num_threads is not None and int(num_threads) != torch.get_num_threads():
+        if int(num_threads) <= 0:
+            raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
+        torch.set_num_threads(int(num_threads))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -28,19 +42,97 @@ class QNetwork(nn.Module):
     is valued by where fire comes from and where it goes.
     """
 
-    def __init__(self, in_channels: int, channels: int = 32, num_layers: int = 5):
+    def __init__(self, in_channels: int, channels: int = 16, num_layers: int = 5):
         super().__init__()
         self.in_channels, self.channels, self.num_layers = in_channels, channels, num_layers
         layers, width = [], in_channels
         for i in range(num_layers):
             dilation = 2 ** i
-            layers += [nn.Conv2d(width, channels, 3, padding=dilation, dilation=dilation), nn.ReLU()]
+            layers += [nn.Conv2d(width, channels, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True)]
             width = channels
         layers.append(nn.Conv2d(width, 1, 1))
         self.net = nn.Sequential(*layers)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.net(obs).flatten(1)
+
+    def q_at(self, obs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+        """Q-values of one cell per observation, ``forward(obs).gather(1, cells[:, None]).squeeze(1)`` up to
+        float rounding, computed on each cell's receptive cone only.
+
+        A learner update needs Q(s, a) of the taken actions and the target network's Q(s', a*) of one cell
+        each. Through dilations 1, 2, 4, ... only every 2nd, 4th, 8th ... cell of the lower layers reaches a
+        given output cell (the cone), so the last layers are evaluated at a few cells and the first at about
+        a quarter of the tile: on 25 x 25 tiles with 5 layers about a tenth of the dense work, forward and
+        backward. Each 3 x 3 layer gathers its 9 taps from the layer below's cells (zero outside the tile,
+        as the dense convolution's padding) and multiplies them by the same weights.
+        """
+        batch, _, height, width = obs.shape
+        convs = [m for m in self.net if isinstance(m, nn.Conv2d)]
+        first, layers, head = convs[0], convs[1:-1], convs[-1]
+        # The first layer reads every input cell anyway (dilation 1): one dense convolution is cheaper than
+        # gathering 9 taps of every input channel.
+        table = torch.relu_(first(obs)).permute(0, 2, 3, 1).reshape(batch, height * width, first.out_channels)
+        if not layers:
+            return (table[torch.arange(batch, device=obs.device), cells] * head.weight.view(1, -1)).sum(dim=1) \
+                + head.bias
+        plan = cone_plan(cells.detach().cpu().numpy(), height, width, [conv.dilation[0] for conv in layers])
+        for conv, (taps, inside) in zip(layers, plan):
+            rows = taps.shape[1]
+            gathered = table.reshape(-1, table.shape[2]).index_select(
+                0, torch.as_tensor(taps, device=obs.device).view(-1)).view(batch, rows, 9, table.shape[2])
+            if not inside.all():   # taps outside the tile read the convolution's zero padding
+                gathered = gathered * torch.as_tensor(inside, device=obs.device).unsqueeze(-1)
+            weight = conv.weight.permute(2, 3, 1, 0).reshape(-1, conv.out_channels)  # taps-major, like gathered
+            table = torch.relu_(torch.addmm(conv.bias, gathered.view(batch * rows, -1), weight)
+                                .view(batch, rows, conv.out_channels))
+        return (table[:, 0] * head.weight.view(1, -1)).sum(dim=1) + head.bias
+
+
+def cone_plan(cells: np.ndarray, height: int, width: int, dilations: Sequence[int]) -> list:
+    """The gathers of :meth:`QNetwork.q_at`: per 3 x 3 layer, ``(taps, inside)``: int64 (B, K, 9) rows of
+    the layer below's table flattened over the batch (the table holds all H*W cells, in order, for the first
+    layer given, else the K cells the layer below computed), and bool (B, K, 9), false for taps outside the
+    tile (the convolution's zero padding) and for the padding rows that even out K over the batch. A
+    layer computes the cells its layer above reads; the last one only ``cells`` (K = 1)."""
+    batch, size = len(cells), height * width
+    cells = np.asarray(cells, dtype=np.int64)
+    need = np.zeros((len(dilations), batch, height, width), bool)
+    need[-1, np.arange(batch), cells // width, cells % width] = True
+    for layer in range(len(dilations) - 1, 0, -1):             # a layer's inputs are the outputs below it
+        d, above, below = dilations[layer], need[layer], need[layer - 1]
+        for dr in (-d, 0, d):
+            for dc in (-d, 0, d):
+                nr, nc = height - abs(dr), width - abs(dc)            # overlap of the tile and its shift
+                if nr <= 0 or nc <= 0:
+                    continue
+                below[:, max(0, dr):max(0, dr) + nr, max(0, dc):max(0, dc) + nc] |= \
+                    above[:, max(0, -dr):max(0, -dr) + nr, max(0, -dc):max(0, -dc) + nc]
+    plan, below_rank, below_rows = [], None, size              # below the first: every cell, in order
+    for layer, d in enumerate(dilations):
+        flat = need[layer].reshape(batch, size)
+        counts = flat.sum(axis=1)
+        rows = int(counts.max())
+        b, j = np.nonzero(flat)
+        rank = np.arange(len(b)) - np.repeat(np.cumsum(counts) - counts, counts)
+        positions = np.full((batch, rows), -1, np.int64)
+        positions[b, rank] = j
+        row, col = positions // width, positions % width
+        taps = np.zeros((batch, rows, 9), np.int64)
+        inside = np.zeros((batch, rows, 9), bool)
+        for k, (dr, dc) in enumerate((dr, dc) for dr in (-d, 0, d) for dc in (-d, 0, d)):
+            r, c = row + dr, col + dc
+            inside[:, :, k] = (r >= 0) & (r < height) & (c >= 0) & (c < width) & (positions >= 0)
+            tap = np.where(inside[:, :, k], r * width + c, 0)
+            if below_rank is not None:
+                tap = np.take_along_axis(below_rank, tap, axis=1)
+            taps[:, :, k] = np.where(inside[:, :, k], tap, 0)
+        taps += (np.arange(batch) * below_rows)[:, None, None]
+        plan.append((taps, inside))
+        below_rank = np.zeros((batch, size), np.int64)
+        below_rank[b, j] = rank
+        below_rows = rows
+    return plan
 
 
 def action_mask(obs: torch.Tensor) -> torch.Tensor:
@@ -60,6 +152,11 @@ class ReplayBuffer:
     Static landscape channels are kept once per tile (``tile_index``); each
     transition keeps only the burn probability (float16), the break mask (bool)
     and the remaining budget (a scalar) of its two states.
+
+    ``sample`` assembles a batch straight into one channels-last float32 array
+    (static channels come from a per-tile float32 cache, so nothing is
+    converted from float16 per sample but the burn probability), and hands it
+    to torch without a copy; the convolutions run channels-last on the CPU.
     """
 
     def __init__(self, capacity: int, obs_shape: tuple, seed: int = 0):
@@ -75,40 +172,70 @@ class ReplayBuffer:
         self.budget = np.zeros((capacity, 2), np.float32)
         self.position, self.size = 0, 0
         self.rng = np.random.default_rng(seed)
+        self._static_cache: Optional[tuple] = None   # (row of each tile key, (T, H, W, S) float32)
 
     def __len__(self) -> int:
         return self.size
 
     def add(self, obs, tile_index, actions, rewards, next_obs, dones) -> None:
         """Add a batch of transitions; ``obs``/``next_obs`` are (N, C, H, W) observations of tile ``tile_index``."""
-        for i in range(len(actions)):
-            tile = int(tile_index[i])
+        count = len(actions)
+        if count == 0:
+            return
+        obs, next_obs = np.asarray(obs), np.asarray(next_obs)
+        tiles = np.asarray(tile_index).astype(np.int32).reshape(count)
+        for i, tile in enumerate(tiles.tolist()):
             if tile not in self.tiles:
                 self.tiles[tile] = obs[i, :NUM_STATIC_CHANNELS].astype(np.float16)
-            slot = self.position
-            self.tile_index[slot], self.actions[slot] = tile, actions[i]
-            self.rewards[slot], self.dones[slot] = rewards[i], dones[i]
-            for j, o in enumerate((obs[i], next_obs[i])):
-                self.burn_probability[slot, j] = o[BURN_PROBABILITY_CHANNEL]
-                self.fuel_breaks[slot, j] = o[FUEL_BREAK_CHANNEL] > 0
-                self.budget[slot, j] = o[BUDGET_CHANNEL, 0, 0]
-            self.position = (self.position + 1) % self.capacity
-            self.size = min(self.size + 1, self.capacity)
+                self._static_cache = None
+        keep = slice(max(0, count - self.capacity), count)  # more than the capacity: the last ones win
+        slots = (self.position + np.arange(count)[keep]) % self.capacity
+        self.tile_index[slots], self.actions[slots] = tiles[keep], np.asarray(actions).reshape(count)[keep]
+        self.rewards[slots] = np.asarray(rewards).reshape(count)[keep]
+        self.dones[slots] = np.asarray(dones).reshape(count)[keep]
+        for j, o in enumerate((obs[keep], next_obs[keep])):
+            self.burn_probability[slots, j] = o[:, BURN_PROBABILITY_CHANNEL]
+            self.fuel_breaks[slots, j] = o[:, FUEL_BREAK_CHANNEL] > 0
+            self.budget[slots, j] = o[:, BUDGET_CHANNEL, 0, 0]
+        self.position = int((self.position + count) % self.capacity)
+        self.size = min(self.size + count, self.capacity)
+
+    def _static_channels_last(self) -> tuple:
+        """(row of each tile key, float32 (T, H, W, S) static channels): built once per new tile."""
+        if self._static_cache is None:
+            keys = sorted(self.tiles)
+            rows = np.full(max(keys) + 1 if keys else 1, -1, np.int64)
+            rows[keys] = np.arange(len(keys))
+            stack = np.stack([self.tiles[k] for k in keys]).astype(np.float32) if keys else \
+                np.zeros((0, NUM_STATIC_CHANNELS) + self.obs_shape[1:], np.float32)
+            self._static_cache = (rows, np.ascontiguousarray(stack.transpose(0, 2, 3, 1)))
+        return self._static_cache
+
+    def _batch_channels_last(self, slots: np.ndarray, which: Sequence[int]) -> np.ndarray:
+        """float32 (len(which), B, H, W, C): the states (0) and/or next states (1) of ``slots``, channels last."""
+        rows, static = self._static_channels_last()
+        height, width = self.obs_shape[1:]
+        out = np.empty((len(which), len(slots), height, width, self.obs_shape[0]), np.float32)
+        out[0, ..., :NUM_STATIC_CHANNELS] = static[rows[self.tile_index[slots]]]
+        for k, j in enumerate(which):
+            if k:
+                out[k, ..., :NUM_STATIC_CHANNELS] = out[0, ..., :NUM_STATIC_CHANNELS]
+            out[k, ..., BURN_PROBABILITY_CHANNEL] = self.burn_probability[slots, j]
+            out[k, ..., FUEL_BREAK_CHANNEL] = self.fuel_breaks[slots, j]
+            out[k, ..., BUDGET_CHANNEL] = self.budget[slots, j, None, None]
+        return out
 
     def _observations(self, slots: np.ndarray, which: int) -> np.ndarray:
-        static = np.stack([self.tiles[t] for t in self.tile_index[slots]]).astype(np.float32)
-        height, width = self.obs_shape[1:]
-        budget = np.broadcast_to(self.budget[slots, which, None, None], (len(slots), height, width))
-        dynamic = np.stack([self.burn_probability[slots, which].astype(np.float32),
-                            self.fuel_breaks[slots, which].astype(np.float32), budget], axis=1)
-        return np.concatenate([static, dynamic], axis=1)
+        """float32 (B, C, H, W) observations (``which`` 0 = states, 1 = next states) of ``slots``."""
+        return self._batch_channels_last(np.asarray(slots), (which,))[0].transpose(0, 3, 1, 2)
 
     def sample(self, batch_size: int, device: torch.device) -> dict:
-        """A uniform batch of transitions as tensors on ``device``."""
+        """A uniform batch of transitions as tensors on ``device`` (observations in channels-last layout)."""
         slots = self.rng.integers(0, self.size, batch_size)
+        both = torch.from_numpy(self._batch_channels_last(slots, (0, 1))).permute(0, 1, 4, 2, 3)
         as_tensor = lambda a: torch.as_tensor(a, device=device)
-        return {"obs": as_tensor(self._observations(slots, 0)), "actions": as_tensor(self.actions[slots]),
-                "rewards": as_tensor(self.rewards[slots]), "next_obs": as_tensor(self._observations(slots, 1)),
+        return {"obs": both[0].to(device), "actions": as_tensor(self.actions[slots]),
+                "rewards": as_tensor(self.rewards[slots]), "next_obs": both[1].to(device),
                 "dones": as_tensor(self.dones[slots].astype(np.float32))}
 
     def state_dict(self) -> dict:
@@ -130,20 +257,34 @@ class ReplayBuffer:
         for name in ("tile_index", "actions", "rewards", "dones", "burn_probability", "fuel_breaks", "budget"):
             getattr(self, name)[...] = state[name]
         self.position, self.size = int(state["position"]), int(state["size"])
+        self._static_cache = None
+
+
+def _q_of(network: nn.Module, obs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Q-values of one cell per observation: on receptive cones for a QNetwork, else from the dense map."""
+    if isinstance(network, QNetwork):
+        return network.q_at(obs, cells)
+    return network(obs).gather(1, cells[:, None]).squeeze(1)
 
 
 class DQNAgent:
     """Double DQN with a target network, Huber loss, Adam and a linear epsilon schedule."""
 
-    def __init__(self, obs_shape: tuple, channels: int = 32, num_layers: int = 5, lr: float = 1e-3,
+    def __init__(self, obs_shape: tuple, channels: int = 16, num_layers: int = 5, lr: float = 1e-3,
                  gamma: float = 0.99, epsilon_start: float = 1.0, epsilon_end: float = 0.05,
                  epsilon_decay_steps: int = 2000, double_q: bool = True, target_update_interval: int = 200,
-                 max_grad_norm: float = 10.0, device: str = "cpu", seed: int = 0, **_unused):
+                 max_grad_norm: float = 10.0, device: str = "cpu", seed: int = 0,
+                 num_threads: Optional[int] = None, **_unused):
         torch.manual_seed(seed)
         self.device = resolve_device(device)
+        if self.device.type == "cpu":
+            set_cpu_threads(num_threads)
         self.q_network = QNetwork(obs_shape[0], channels, num_layers).to(self.device)
         self.target_network = QNetwork(obs_shape[0], channels, num_layers).to(self.device)
         self.target_network.load_state_dict(self.q_network.state_dict())
+        if self.device.type == "cpu":  # oneDNN's channels-last convolutions are the fast ones on CPUs
+            self.q_network.to(memory_format=torch.channels_last)
+            self.target_network.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=lr)
         self.gamma, self.double_q = gamma, double_q
         self.epsilon_start, self.epsilon_end, self.epsilon_decay_steps = epsilon_start, epsilon_end, epsilon_decay_steps
@@ -158,11 +299,18 @@ class DQNAgent:
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, masks: np.ndarray, epsilon: float) -> np.ndarray:
-        """Epsilon-greedy actions for a batch of observations, one forward pass for all environments."""
-        q_values = self.q_network(torch.as_tensor(obs, device=self.device))
-        greedy = masked_argmax(q_values, torch.as_tensor(masks, device=self.device)).cpu().numpy()
-        actions = greedy.copy()
-        for i in np.flatnonzero(self.rng.random(len(obs)) < epsilon):
+        """Epsilon-greedy actions for a batch of observations: one forward pass for all the environments
+        that act greedily (none when all explore); an exploring environment without a valid cell gets the
+        greedy choice, cell 0."""
+        masks = np.asarray(masks)
+        explore = self.rng.random(len(obs)) < epsilon
+        actions = np.zeros(len(obs), np.int64)
+        greedy = np.flatnonzero(~explore)
+        if len(greedy):
+            q_values = self.q_network(torch.as_tensor(np.asarray(obs)[greedy], device=self.device))
+            valid = torch.as_tensor(masks[greedy], device=self.device)
+            actions[greedy] = masked_argmax(q_values, valid).cpu().numpy()
+        for i in np.flatnonzero(explore):
             valid = np.flatnonzero(masks[i])
             if len(valid):
                 actions[i] = self.rng.choice(valid)
@@ -173,16 +321,19 @@ class DQNAgent:
         obs, actions, rewards = batch["obs"], batch["actions"], batch["rewards"]
         next_obs, dones = batch["next_obs"], batch["dones"]
 
-        # Q(s, a) of the actions taken.
-        q_taken = self.q_network(obs).gather(1, actions[:, None]).squeeze(1)
+        # Q(s, a) of the actions taken (on the actions' receptive cones only, see QNetwork.q_at).
+        q_taken = _q_of(self.q_network, obs, actions)
 
         # Target: r + gamma * Q_target(s', a*), a* = masked argmax of the online (double) or target network.
         with torch.no_grad():
             next_mask = action_mask(next_obs)
-            next_q_target = self.target_network(next_obs)
-            chooser = self.q_network(next_obs) if self.double_q else next_q_target
-            best_next = masked_argmax(chooser, next_mask)
-            next_value = next_q_target.gather(1, best_next[:, None]).squeeze(1)
+            if self.double_q:
+                best_next = masked_argmax(self.q_network(next_obs), next_mask)
+                next_value = _q_of(self.target_network, next_obs, best_next)
+            else:
+                next_q_target = self.target_network(next_obs)
+                best_next = masked_argmax(next_q_target, next_mask)
+                next_value = next_q_target.gather(1, best_next[:, None]).squeeze(1)
             next_value = torch.where(next_mask.any(dim=1), next_value, torch.zeros_like(next_value))
             target = rewards + self.gamma * (1.0 - dones) * next_value
 

@@ -33,20 +33,20 @@ class ScenarioConfig:
     _target_: str = "firebreak_exp.simulation.Scenario"
     wind_speed: float = 30.0             # km/h at 10 m
     wind_direction: float = 270.0        # degrees clockwise from north the wind blows from
-    fuel_moisture_dead_1hr: float = 0.04 # kg/kg
-    fuel_moisture_dead_10hr: float = 0.05
-    fuel_moisture_dead_100hr: float = 0.07
-    fuel_moisture_live_herbaceous: float = 0.40
-    fuel_moisture_live_woody: float = 0.70
-    foliar_moisture: float = 0.90
-    burn_duration: float = 120.0         # minutes
+    fuel_moisture_dead_1hr: float = 0.03 # kg/kg
+    fuel_moisture_dead_10hr: float = 0.04
+    fuel_moisture_dead_100hr: float = 0.05
+    fuel_moisture_live_herbaceous: float = 0.30
+    fuel_moisture_live_woody: float = 0.60
+    foliar_moisture: float = 0.80
+    burn_duration: float = 840.0         # minutes
     num_ignitions: int = 8               # ignitions per evaluation
 
 
 @dataclass
 class SimulatorConfig:
     """Fire physics backend; built per tile as ``instantiate(cfg)(tile=..., scenario=...)``."""
-    _target_: str = "firebreak_exp.simulation.PyretechnicsSimulator"
+    _target_: str = "firebreak_exp.simulation.TravelTimeSimulator"
     _partial_: bool = True
 
 

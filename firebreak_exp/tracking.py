@@ -2,7 +2,13 @@
 
 ``import mlflow`` costs about 2 s, so it happens here, in the main process only,
 never in modules that environment workers import.
+
+``tracking.uri`` may be a SQLite file (the default, embedded store) or the
+``http(s)://`` address of an ``mlflow server``; a server is probed with a short
+timeout before anything is created, so an unreachable one fails the run at once
+with one line naming the URI (not after MLflow's minutes of retries).
 """
+import atexit
 import os
 import subprocess
 from pathlib import Path
@@ -14,6 +20,33 @@ from omegaconf import DictConfig, OmegaConf
 
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
 MAX_PARAM_LENGTH = 6000
+PROBE_TIMEOUT_SECONDS = 5.0
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The MLflow tracking server of ``tracking.uri`` does not answer."""
+
+
+def check_tracking_server(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """Raise TrackingUnavailableError unless the server at ``uri`` answers HTTP within ``timeout`` seconds.
+
+    Any HTTP answer counts (a proxy asking for credentials is reachable; MLflow reports auth errors itself);
+    only no connection, a timeout or a non-HTTP peer fail. Non-HTTP URIs are not probed.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests  # a dependency of mlflow; honours the same proxy settings as MLflow's client
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as error:
+        reason = type(error).__name__
+        if isinstance(error, requests.ConnectionError) and not isinstance(error, requests.Timeout):
+            reason = "connection refused or host unreachable"
+        elif isinstance(error, requests.Timeout):
+            reason = f"no answer within {timeout:g} s"
+        raise TrackingUnavailableError(
+            f"MLflow tracking server {uri} (tracking.uri) is unreachable: {reason}; start it "
+            f"(mlflow server ... --host 127.0.0.1 --port PORT) or choose another tracking.uri") from error
 
 
 def flatten(config: Mapping, prefix: str = "") -> dict:
@@ -48,6 +81,7 @@ class Tracker:
     """One MLflow run: params, tags, metrics over steps and artifacts, through ``MlflowClient``."""
 
     def __init__(self, uri: str, experiment: str, artifact_location: Optional[str] = None):
+        check_tracking_server(uri)
         import mlflow
         from mlflow.tracking import MlflowClient
         if uri.startswith("sqlite:///"):
@@ -61,7 +95,10 @@ class Tracker:
             try:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
             except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
-                self.experiment_id = self.client.get_experiment_by_name(experiment).experiment_id
+                found = self.client.get_experiment_by_name(experiment)
+                if found is None:
+                    raise
+                self.experiment_id = found.experiment_id
         else:
             self.experiment_id = found.experiment_id
         self.run_id: Optional[str] = None
@@ -135,16 +172,22 @@ def run_name(prefix: str) -> str:
 
 
 class MultirunParentCallback(Callback):
-    """Create the MLflow store and one parent run before a multirun's jobs start; close it at the end.
+    """Create the MLflow store, the experiment and one parent run before a multirun's jobs start; close it at the end.
 
     Jobs find the parent's id in ``<sweep dir>/.mlflow_parent_run_id`` and tag themselves as its children,
-    so parallel launchers never race to create the SQLite store.
+    so parallel launchers (joblib, submitit) never race to create the SQLite store or the experiment.
+    A sweep that dies before its end (a failed job, Ctrl-C) leaves its parent FAILED, not RUNNING.
+    The callback travels to the launchers' job processes by pickle, without its live MLflow client.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         HydraConfig.instance().set_config(config)
         tracking = config.tracking
-        tracker = Tracker(tracking.uri, tracking.experiment, tracking.get("artifact_location"))
+        try:
+            tracker = Tracker(tracking.uri, tracking.experiment, tracking.get("artifact_location"))
+        except TrackingUnavailableError as error:
+            from firebreak_exp.cli import exit_with_error
+            exit_with_error(error)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = " ".join(config.hydra.overrides.task)
         tracker.start("sweep", {"sweep_id": str(sweep_dir.resolve()), "overrides": overrides,
@@ -152,11 +195,24 @@ class MultirunParentCallback(Callback):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PARENT_RUN_FILE).write_text(tracker.run_id)
         self._tracker = tracker
+        atexit.register(self._finish, "FAILED")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish("FINISHED")
+
+    def _finish(self, status: str) -> None:
         tracker = getattr(self, "_tracker", None)
         if tracker is not None:
-            tracker.finish("FINISHED")
+            self._tracker = None
+            atexit.unregister(self._finish)
+            try:
+                tracker.finish(status)
+            except Exception:  # at exit, after a failure: never mask it
+                if status == "FINISHED":
+                    raise
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_tracker"}
 
 
 def config_params(cfg: DictConfig) -> dict:

@@ -6,11 +6,21 @@
 - ``process``: persistent worker processes, each building its own environments
   once and stepping its whole share per message (one pipe round-trip per
   worker per step; no pool is created per step).
+- ``dask``: one Dask actor per worker of a Dask cluster (``address`` of a
+  running scheduler, or a LocalCluster on 127.0.0.1 started here and closed by
+  ``close()``); each actor builds its share of environments once, exactly as a
+  process worker does, and per step receives only its actions (one actor call
+  per worker per step, straight to the worker).
+
+A worker that dies (killed, out of memory) is noticed within
+``WORKER_POLL_SECONDS`` and raises ``WorkerDiedError``; the vector env is then
+unusable (every later call raises too), so no step is ever taken or recorded twice.
 
 Environments reset themselves when an episode ends (Gymnasium's SAME_STEP
 autoreset): the returned observation starts the next episode and
 ``infos["final_obs"]`` (masked by ``infos["_final_obs"]``) holds the last one.
 """
+import logging
 import multiprocessing as mp
 import os
 import pickle
@@ -24,12 +34,17 @@ import numpy as np
 from gymnasium.vector import AutoresetMode
 
 BACKEND_ALIASES = {"threading": "thread", "multiprocessing": "process", "loky": "process"}
-BACKENDS = ("sequential", "thread", "process")
+BACKENDS = ("sequential", "thread", "process", "dask")
 WORKER_POLL_SECONDS = 0.5
+DASK_CONNECT_TIMEOUT_SECONDS = 10
 
 
 class WorkerDiedError(RuntimeError):
-    """A worker process of the process backend exited unexpectedly."""
+    """A worker (process of the process backend, or Dask worker) exited unexpectedly."""
+
+
+class ClusterUnavailableError(RuntimeError):
+    """The Dask scheduler at ``parallel.address`` cannot be reached (or has no workers)."""
 
 
 def resolve_backend(method: str) -> str:
@@ -59,6 +74,17 @@ def _call(env: gym.Env, name: str, args: tuple) -> Any:
     return getattr(env, name)(*args)
 
 
+def _apply(env: gym.Env, command: str, payload: Any) -> Any:
+    """Run one vector-env command on one environment (the same code on every backend)."""
+    if command == "step":
+        return _step_and_autoreset(env, payload)
+    if command == "reset":
+        return _reset(env, *payload)
+    if command == "call":
+        return _call(env, *payload)
+    raise ValueError(f"unknown worker command {command!r}")
+
+
 def _worker_main(conn, builder_bytes: bytes, indices: Sequence[int]) -> None:
     """Worker process: build the environments once, then serve requests until 'close'."""
     try:
@@ -74,39 +100,61 @@ def _worker_main(conn, builder_bytes: bytes, indices: Sequence[int]) -> None:
         except EOFError:
             return
         try:
-            if command == "step":
-                result = [_step_and_autoreset(env, a) for env, a in zip(envs, payload)]
-            elif command == "reset":
-                result = [_reset(env, s, o) for env, (s, o) in zip(envs, payload)]
-            elif command == "call":
-                result = [_call(env, *p) for env, p in zip(envs, payload)]
-            elif command == "close":
+            if command == "close":
                 conn.send(("ok", None))
                 return
-            else:
-                raise ValueError(f"unknown worker command {command!r}")
+            result = [_apply(env, command, p) for env, p in zip(envs, payload)]
             conn.send(("ok", result))
         except Exception:
             conn.send(("error", traceback.format_exc()))
+
+
+class _DaskEnvGroup:
+    """Dask actor holding a share of the environments on one worker, built once from the pickled builder."""
+
+    def __init__(self, builder_bytes: bytes, indices: Sequence[int]):
+        builder = pickle.loads(builder_bytes)
+        self.indices = list(indices)
+        self.envs = [builder.create_environment(i) for i in self.indices]
+
+    def run(self, command: str, payload: Sequence[Any]) -> list:
+        """One command for every environment of this group; one payload per environment."""
+        return [_apply(env, command, p) for env, p in zip(self.envs, payload)]
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+def _is_lost_dask_worker(error: BaseException) -> bool:
+    """Whether an actor call failed because the worker holding the actor is gone (not an env error)."""
+    from distributed.comm.core import CommClosedError
+    message = str(error)
+    return (isinstance(error, CommClosedError) or message.startswith("Unable to contact Actor's worker")
+            or message.startswith("Worker holding Actor was lost"))
 
 
 class VectorizedFireEnv(gym.vector.VectorEnv):
     """``num_envs`` fuel-break environments over ``landscapes``, stepped by one backend.
 
     Override ``create_environment(index)`` to vectorize a custom environment; it
-    runs inside the worker for the process backend, so the subclass must be
-    importable there.
+    runs inside the worker for the process and dask backends, so the subclass must be
+    importable there. ``address`` (dask backend only) is a running Dask scheduler,
+    e.g. ``tcp://10.0.0.5:8786``; without it a LocalCluster of ``max_workers``
+    single-threaded worker processes starts on 127.0.0.1.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, landscapes: Sequence[Any], num_envs: int, method: str = "sequential",
-                 max_workers: Optional[int] = None, env_kwargs: Optional[dict] = None):
+                 max_workers: Optional[int] = None, env_kwargs: Optional[dict] = None,
+                 address: Optional[str] = None):
         if int(num_envs) <= 0:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.landscapes = landscapes
         self.num_envs = int(num_envs)
         self.backend = resolve_backend(method)
+        self.address = (address or None) if self.backend == "dask" else None  # other backends ignore it
+        self._requested_workers = max_workers
         self.env_kwargs = dict(env_kwargs or {})
         cores = os.cpu_count() or 1
         self.max_workers = max(1, min(self.num_envs, int(max_workers or cores)))
@@ -114,9 +162,17 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         self._executor: Optional[ThreadPoolExecutor] = None
         self._workers: list = []
         self._pending: Any = None
+        self._failed: Optional[str] = None
+        self._dask_client: Any = None
+        self._dask_cluster: Any = None
+        self._dask_groups: list = []  # (actor, the actor's task future, env indices, worker address)
         self._completed_episodes: list[dict] = []
         self._episode_cursor = 0
-        self._start_backend()
+        try:
+            self._start_backend()
+        except BaseException:
+            self.close()
+            raise
         probe = self._envs[0] if self._envs else self.create_environment(0)
         self.single_observation_space = probe.observation_space
         self.single_action_space = probe.action_space
@@ -135,6 +191,9 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
             if self.backend == "thread":
                 self._executor = ThreadPoolExecutor(self.max_workers, thread_name_prefix="fire-env")
             return
+        if self.backend == "dask":
+            self._start_dask()
+            return
         context = mp.get_context("spawn")
         builder = pickle.dumps(self._builder())
         for indices in np.array_split(np.arange(self.num_envs), self.max_workers):
@@ -147,6 +206,40 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         for worker in self._workers:
             self._receive(worker)
 
+    def _start_dask(self) -> None:
+        """Connect to ``address`` (or start a LocalCluster) and place one environment-group actor per worker."""
+        from distributed import Client, LocalCluster
+        if self.address:
+            try:
+                self._dask_client = Client(self.address, timeout=DASK_CONNECT_TIMEOUT_SECONDS,
+                                           set_as_default=False)
+                self._dask_client.wait_for_workers(1, timeout=DASK_CONNECT_TIMEOUT_SECONDS)
+            except (OSError, TimeoutError) as error:
+                raise ClusterUnavailableError(
+                    f"cannot use the Dask scheduler at {self.address} (parallel.address): no connection or no "
+                    f"worker within {DASK_CONNECT_TIMEOUT_SECONDS} s ({type(error).__name__}: {error})") from error
+            workers = sorted(self._dask_client.scheduler_info(n_workers=-1)["workers"])
+            requested = int(self._requested_workers) if self._requested_workers else len(workers)
+            self.max_workers = max(1, min(self.num_envs, requested))
+        else:
+            # No dashboard; the scheduler's plain HTTP endpoint (health, metrics) on a free loopback port.
+            self._dask_cluster = LocalCluster(n_workers=self.max_workers, threads_per_worker=1, processes=True,
+                                              host="127.0.0.1", dashboard_address=None,
+                                              scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                              silence_logs=logging.ERROR)
+            self._dask_client = Client(self._dask_cluster, set_as_default=False)
+            workers = sorted(self._dask_client.scheduler_info(n_workers=-1)["workers"])
+        client, builder = self._dask_client, pickle.dumps(self._builder())
+        submitted = []
+        for group, indices in enumerate(np.array_split(np.arange(self.num_envs), self.max_workers)):
+            worker = workers[group % len(workers)]
+            task = client.submit(_DaskEnvGroup, builder, indices.tolist(), actor=True, workers=[worker],
+                                 allow_other_workers=False, key=f"fire-env-group-{indices[0]}-{os.urandom(6).hex()}")
+            submitted.append((task, indices.tolist(), worker))
+        with client.as_current():  # the actor proxies talk through this client, not a global one
+            for task, indices, worker in submitted:
+                self._dask_groups.append((task.result(), task, indices, worker))
+
     def _builder(self) -> "VectorizedFireEnv":
         """A copy of this object without live workers, sent once to each worker process."""
         clone = object.__new__(type(self))
@@ -158,16 +251,38 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         process, conn, _ = worker
         while not conn.poll(WORKER_POLL_SECONDS):
             if not process.is_alive():
-                raise WorkerDiedError(
-                    f"worker process {process.name} (pid {process.pid}) exited with code "
-                    f"{process.exitcode}; its environments' steps are lost")
+                self._fail(f"worker process {process.name} (pid {process.pid}) exited with code "
+                           f"{process.exitcode}; its environments' steps are lost")
         try:
             status, payload = conn.recv()
-        except EOFError as error:
-            raise WorkerDiedError(f"worker process {process.name} closed its pipe") from error
+        except (EOFError, OSError) as error:  # EOF, or a reset connection when the worker was killed
+            process.join(timeout=1)
+            self._fail(f"worker process {process.name} (pid {process.pid}) exited with code {process.exitcode} "
+                       f"({type(error).__name__}); its environments' steps are lost", error)
         if status == "error":
             raise RuntimeError(f"error in worker {process.name}:\n{payload}")
         return payload
+
+    def _receive_dask(self, call, group) -> Any:
+        _, task, indices, worker = group
+        while True:
+            try:
+                return call.result(timeout=WORKER_POLL_SECONDS)
+            except TimeoutError:
+                if task.status not in ("finished", "pending"):
+                    self._fail(f"Dask worker {worker} holding environments {indices} was lost "
+                               f"(actor status {task.status}); their steps are lost")
+            except Exception as error:
+                if _is_lost_dask_worker(error):
+                    self._fail(f"Dask worker {worker} holding environments {indices} died ({error}); "
+                               f"their steps are lost", error)
+                raise
+
+    def _fail(self, message: str, cause: Optional[BaseException] = None):
+        """Mark this vector env unusable (results of other workers may be in flight) and raise WorkerDiedError."""
+        self._failed = message
+        self._pending = None
+        raise WorkerDiedError(message) from cause
 
     def _run_all(self, command: str, per_env: Sequence[Any]) -> list:
         """Send ``command`` with one payload per environment and gather the results in env order."""
@@ -175,22 +290,42 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         return self._gather()
 
     def _dispatch(self, command: str, per_env: Sequence[Any]) -> None:
-        function = {"step": _step_and_autoreset, "reset": lambda env, p: _reset(env, *p),
-                    "call": lambda env, p: _call(env, *p)}[command]
+        if self._failed is not None:
+            raise WorkerDiedError(f"this VectorizedFireEnv is unusable after an earlier failure: {self._failed}")
         if self.backend == "sequential":
-            self._pending = [function(env, p) for env, p in zip(self._envs, per_env)]
+            self._pending = [_apply(env, command, p) for env, p in zip(self._envs, per_env)]
         elif self.backend == "thread":
-            self._pending = [self._executor.submit(function, env, p) for env, p in zip(self._envs, per_env)]
+            self._pending = [self._executor.submit(_apply, env, command, p) for env, p in zip(self._envs, per_env)]
+        elif self.backend == "dask":  # one actor call per worker, carrying only that worker's payloads
+            self._pending = ("dask", [(group[0].run(command, [per_env[i] for i in group[2]]), group)
+                                      for group in self._dask_groups])
         else:
-            for _, conn, indices in self._workers:
-                conn.send((command, [per_env[i] for i in indices]))
+            for process, conn, indices in self._workers:
+                try:
+                    conn.send((command, [per_env[i] for i in indices]))
+                except OSError as error:  # the worker is gone: its end of the pipe is closed
+                    process.join(timeout=1)
+                    self._fail(f"worker process {process.name} (pid {process.pid}) exited with code "
+                               f"{process.exitcode} ({type(error).__name__}); its environments' steps are lost", error)
             self._pending = "workers"
 
     def _gather(self) -> list:
         if self._pending is None:
             raise RuntimeError("wait_for_results() called without step_async()")
-        if self._pending == "workers":
-            results = [r for worker in self._workers for r in self._receive(worker)]
+        if isinstance(self._pending, tuple):
+            results = [r for call, group in self._pending[1] for r in self._receive_dask(call, group)]
+        elif self._pending == "workers":
+            results, errors = [], []
+            for worker in self._workers:  # every worker's answer is read, so none is left for a later step
+                try:
+                    results += self._receive(worker)
+                except WorkerDiedError:
+                    raise
+                except RuntimeError as error:  # an environment raised inside its worker
+                    errors.append(error)
+            if errors:
+                self._pending = None
+                raise errors[0]
         elif self.backend == "thread":
             results = [future.result() for future in self._pending]
         else:
@@ -281,6 +416,23 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
                 process.join()
             conn.close()
         self._workers = []
+        self._close_dask()
+
+    def _close_dask(self) -> None:
+        groups, client, cluster = self._dask_groups, self._dask_client, self._dask_cluster
+        self._dask_groups, self._dask_client, self._dask_cluster = [], None, None
+        if client is not None:
+            try:
+                if groups and cluster is None:  # free the environments on a shared cluster
+                    client.cancel([task for _, task, _, _ in groups])
+                client.close(timeout=5)
+            except Exception:  # closing must not hide the error that made us close
+                pass
+        if cluster is not None:
+            try:
+                cluster.close(timeout=10)
+            except Exception:
+                pass
 
     def __enter__(self):
         return self
@@ -290,5 +442,5 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         return False
 
     def __del__(self):
-        if getattr(self, "_workers", None):
+        if getattr(self, "_workers", None) or getattr(self, "_dask_client", None) is not None:
             self.close()
