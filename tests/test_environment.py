@@ -8,13 +8,14 @@ from firebreak_exp.environment import (BUDGET_CHANNEL, BURN_PROBABILITY_CHANNEL,
                                        action_mask_from_observation)
 
 
-def test_check_env_passes(make_cfg):
-    env = make_env(make_cfg())
+@pytest.mark.parametrize("simulator", ["pyretechnics", "travel_time"])
+def test_check_env_passes(make_cfg, simulator):
+    env = make_env(make_cfg(f"simulator={simulator}"))
     check_env(env, skip_render_check=True)
 
 
 def test_next_state_carries_the_new_break(make_cfg):
-    env = make_env(make_cfg())
+    env = make_env(make_cfg("simulator=pyretechnics"))
     obs, info = env.reset(seed=3)
     action = int(np.flatnonzero(info["action_mask"])[0])
     next_obs, _, _, _, next_info = env.step(action)
@@ -73,7 +74,7 @@ def _rollout(vec_env, seed: int, steps: int):
 @pytest.mark.slow
 def test_backends_give_identical_transitions(make_cfg):
     """Sequential, thread and process backends: same seed and actions, bit-identical transitions."""
-    cfg = make_cfg("parallel.num_envs=3")
+    cfg = make_cfg("parallel.num_envs=3", "simulator=pyretechnics")
     traces = {}
     for method in ("sequential", "threading", "process"):
         with make_vector_env(cfg, method=method, max_workers=2) as vec_env:

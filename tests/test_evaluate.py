@@ -31,8 +31,8 @@ def trained(tmp_path_factory):
     """A smoke training run: its folder, store URI and MLflow run id."""
     work = tmp_path_factory.mktemp("evaluate")
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    run_module("firebreak_exp", "experiment=smoke", f"tracking.uri={uri}", f"hydra.run.dir={work / 'run'}",
-               f"landscape.cache_dir={work / 'landscapes'}")
+    run_module("firebreak_exp", "experiment=smoke", "simulator=pyretechnics", f"tracking.uri={uri}",
+               f"hydra.run.dir={work / 'run'}", f"landscape.cache_dir={work / 'landscapes'}")
     client = MlflowClient(tracking_uri=uri)
     (run,) = client.search_runs([client.get_experiment_by_name("firebreak_exp").experiment_id])
     return {"work": work, "uri": uri, "run_dir": work / "run", "run_id": run.info.run_id, "client": client}
