@@ -76,7 +76,7 @@ class AgentConfig:
     gamma: float = 0.99
     epsilon_start: float = 1.0
     epsilon_end: float = 0.05
-    epsilon_decay_steps: int = 2000      # env steps from start to end epsilon (linear)
+    epsilon_decay_steps: int = 5000      # env steps from start to end epsilon (linear)
     buffer_size: int = 20000             # transitions
     batch_size: int = 64
     double_q: bool = True
@@ -89,12 +89,12 @@ class AgentConfig:
 @dataclass
 class TrainerConfig:
     """The training loop (firebreak_exp.training.ParallelFuelBreakTrainer)."""
-    episodes: int = 200                  # stop after this many finished episodes
+    episodes: int = 300                  # stop after this many finished episodes
     steps_per_collection: int = 16       # vector-env steps between metric logs
-    train_frequency: int = 1             # env steps per learner update
-    learning_starts: int = 200           # transitions in the buffer before updates begin
+    train_frequency: int = 4             # env steps per learner update
+    learning_starts: int = 500           # transitions in the buffer before updates begin
     checkpoint_frequency: int = 50       # episodes between periodic checkpoints
-    eval_episodes: int = 8               # greedy episodes on held-out tiles at the end
+    eval_episodes: int = 8               # held-out tiles scored at the end (policy vs baselines)
     expert_memories: int = 0             # DomiRank episodes turned into expert transitions (0 = none)
     memory_simulations: int = 8          # ignitions simulated per expert episode's rewards
     regenerate_memories: bool = False    # rebuild the cached expert memories under outputs/
