@@ -15,14 +15,18 @@ CONF_DIR = ROOT / "conf"
 WORCESTER = ROOT.parent / "shared" / "data" / "landfire" / "worcester_vt"
 
 
-def require_worcester() -> Path:
-    """The real LANDFIRE sample; skipped in a user's clone, a failure in CI (FIREBREAK_REQUIRE_SHARED=1)."""
-    if WORCESTER.is_dir():
-        return WORCESTER
-    reason = f"the LANDFIRE sample {WORCESTER} is absent (it lives in ../shared beside the project)"
+def require_shared(path: Path) -> Path:
+    """``path`` from ../shared if present; skipped in a user's clone, a failure in CI (FIREBREAK_REQUIRE_SHARED=1)."""
+    if path.is_dir():
+        return path
+    reason = f"the shared LANDFIRE sample {path} is absent (it lives in ../shared beside the project)"
     if os.environ.get("FIREBREAK_REQUIRE_SHARED") == "1":
         pytest.fail(reason + "; FIREBREAK_REQUIRE_SHARED=1 makes this a failure")
     pytest.skip(reason)
+
+
+def require_worcester() -> Path:
+    return require_shared(WORCESTER)
 
 
 @pytest.fixture

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import WORCESTER as WORCESTER_DIR, require_shared
 import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import Affine
@@ -30,7 +30,6 @@ from firebreak_exp.landscape import (
     write_synthetic_landscape,
 )
 
-WORCESTER_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "landfire" / "worcester_vt"
 NODATA = 32767
 # LANDFIRE integer / divisor = physical value (independent of the module's own table).
 DIVISOR = {
@@ -44,30 +43,20 @@ DIVISOR = {
 }
 
 
-def _require_shared(path: Path) -> Path:
-    """path if it exists; otherwise skip, or fail when FIREBREAK_REQUIRE_SHARED=1."""
-    if path.is_dir():
-        return path
-    reason = f"shared LANDFIRE sample not found at {path} (the repo's sibling folder ../shared)"
-    if os.environ.get("FIREBREAK_REQUIRE_SHARED") == "1":
-        pytest.fail(f"{reason}, and FIREBREAK_REQUIRE_SHARED=1")
-    pytest.skip(reason)
-
-
 def test_require_shared_skips_or_fails(tmp_path, monkeypatch):
     missing = tmp_path / "no_shared"
     monkeypatch.delenv("FIREBREAK_REQUIRE_SHARED", raising=False)
     with pytest.raises(pytest.skip.Exception, match="no_shared"):
-        _require_shared(missing)
+        require_shared(missing)
     monkeypatch.setenv("FIREBREAK_REQUIRE_SHARED", "1")
     with pytest.raises(pytest.fail.Exception, match="FIREBREAK_REQUIRE_SHARED=1"):
-        _require_shared(missing)
-    assert _require_shared(tmp_path) == tmp_path
+        require_shared(missing)
+    assert require_shared(tmp_path) == tmp_path
 
 
 @pytest.fixture(scope="module")
 def worcester_dir() -> Path:
-    return _require_shared(WORCESTER_DIR)
+    return require_shared(WORCESTER_DIR)
 
 
 @pytest.fixture(scope="module")

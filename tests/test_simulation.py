@@ -1,10 +1,10 @@
 """Fire simulators on real Worcester, VT LANDFIRE tiles: the pyretechnics reference and the travel-time backend."""
 import dataclasses
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import require_worcester
 
 from firebreak_exp.landscape import Tile, cut_tiles, read_layers, split_tiles
 from firebreak_exp.simulation import (
@@ -19,7 +19,6 @@ from firebreak_exp.simulation import (
     ray_spread_rates,
 )
 
-WORCESTER = Path(__file__).resolve().parents[1].parent / "shared/data/landfire/worcester_vt"
 
 # A western (training-side) tile with a large grass meadow east of a timber stand: fires from the meadow
 # run east with the default westerly wind and reach the tile's eastern edge within an hour.
@@ -29,18 +28,9 @@ BREAK_COLUMN = 19          # a full north-south line of breaks, downwind (east) 
 FAST = Scenario(burn_duration=60.0)   # short burns keep the reference cheap for the behaviour checks
 
 
-def _worcester_dir() -> Path:
-    if WORCESTER.is_dir():
-        return WORCESTER
-    reason = f"the Worcester LANDFIRE sample {WORCESTER} is absent (it lives in ../shared beside the project)"
-    if os.environ.get("FIREBREAK_REQUIRE_SHARED") == "1":
-        pytest.fail(reason + "; FIREBREAK_REQUIRE_SHARED=1 makes this a failure")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="module")
 def stack():
-    return read_layers(_worcester_dir())
+    return read_layers(require_worcester())
 
 
 @pytest.fixture(scope="module")
