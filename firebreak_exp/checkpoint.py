@@ -5,6 +5,7 @@ counters (``torch.load(weights_only=True)`` can read it); the replay buffer goes
 beside it as ``<name>.replay.npz`` and the checkpoint records that path.
 """
 import os
+import pickle
 import tempfile
 from pathlib import Path
 
@@ -69,8 +70,10 @@ def load_checkpoint(path: os.PathLike, with_replay: bool = True) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
+        reason = str(error).splitlines()[0][:160] if not isinstance(error, pickle.UnpicklingError) else \
+            "not a file of tensors and plain values (checkpoints are read without unpickling objects)"
         raise CheckpointError(f"{path} is not a readable firebreak_exp checkpoint "
-                              f"(truncated or another kind of file): {error}") from error
+                              f"(truncated or another kind of file): {reason}") from error
     if not isinstance(state, dict) or state.get("format") != "firebreak_exp/1":
         raise CheckpointError(f"{path} is not a firebreak_exp checkpoint (no 'format': 'firebreak_exp/1')")
     if with_replay:
