@@ -256,7 +256,8 @@ def mlflow_server(tmp_path):
 @pytest.mark.slow
 def test_training_on_dask_logs_to_a_remote_mlflow_server(tmp_path, mlflow_server):
     uri = mlflow_server["uri"]
-    result = cli("experiment=smoke", "trainer.episodes=2", "trainer.eval_episodes=1", "parallel=dask",
+    result = cli("experiment=smoke", "trainer.episodes=2", "trainer.learning_starts=4", "trainer.eval_episodes=1",
+                 "parallel=dask",
                  f"tracking.uri={uri}", f"hydra.run.dir={tmp_path / 'run'}", f"landscape.cache_dir={tmp_path / 'ls'}")
     assert result.returncode == 0, describe(result)
     client = MlflowClient(tracking_uri=uri)
