@@ -84,8 +84,8 @@ class LearnerSettings:
 @dataclass
 class EndToEndSettings:
     enabled: bool = True                 # time collection *with* learner updates at the recommended setting
-    warmup_steps: int = 2
-    steps: int = 8                       # vector steps timed (extended until min_seconds)
+    warmup_steps: int = 0
+    steps: int = 6                       # vector steps timed (extended until min_seconds)
     min_seconds: float = 2.0
 
 
@@ -93,8 +93,8 @@ class EndToEndSettings:
 class FidelitySettings:
     enabled: bool = True
     grid_sizes: Optional[List[int]] = field(default_factory=lambda: [25, 50])  # tile sizes; None = landscape.grid_size
-    max_tiles: int = 4                   # held-out tiles per grid size (spread evenly)
-    ignitions_per_tile: int = 8
+    max_tiles: Any = field(default_factory=lambda: [3, 2])           # held-out tiles (spread evenly): one
+    ignitions_per_tile: Any = field(default_factory=lambda: [4, 2])  # number, or one per grid size
     num_plans: int = 30                  # fuel-break plans ranked by both simulators (pooled over tiles)
     budget_fraction: float = 0.05        # plan size, fraction of burnable cells
     seed: int = 0
@@ -107,10 +107,10 @@ class BenchmarkSettings:
     simulators: List[str] = field(default_factory=lambda: ["pyretechnics", "travel_time"])
     max_workers: Optional[int] = None    # workers of the thread/process backends; None = min(num_envs, cores)
     oversubscribe: bool = True           # process backend: also one worker per environment when num_envs > cores
-    max_tiles: Optional[int] = 8         # training tiles the environments draw from (spread evenly); None = all
-    warmup_steps: int = 4                # untimed vector steps before the repeats
-    repeats: int = 3
-    steps_per_repeat: int = 12           # vector steps per timed repeat
+    max_tiles: Optional[int] = 4         # training tiles the environments draw from (spread evenly); None = all
+    warmup_steps: int = 0                # untimed vector steps before the repeats
+    repeats: int = 2
+    steps_per_repeat: int = 6            # vector steps per timed repeat
     min_repeat_seconds: float = 1.0      # a repeat goes on (in steps_per_repeat chunks) until this long
     collector_threads: int = 1           # torch threads of the main process while collecting
     recommend_tolerance: float = 0.05    # fewer environments win when within this fraction of the best
@@ -160,9 +160,16 @@ def validate_benchmark(cfg: Any) -> DictConfig:
                 "benchmark.learner.updates_per_repeat": bench.learner.updates_per_repeat,
                 "benchmark.learner.repeats": bench.learner.repeats,
                 "benchmark.end_to_end.steps": bench.end_to_end.steps,
-                "benchmark.fidelity.max_tiles": bench.fidelity.max_tiles,
-                "benchmark.fidelity.ignitions_per_tile": bench.fidelity.ignitions_per_tile,
                 "benchmark.fidelity.num_plans": bench.fidelity.num_plans}
+    sizes = bench.fidelity.grid_sizes
+    for key in ("max_tiles", "ignitions_per_tile"):
+        value = bench.fidelity[key]
+        values = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
+        if OmegaConf.is_list(value) and (sizes is None or len(values) != len(sizes)):
+            raise ValueError(f"benchmark.fidelity.{key}={values}: a list needs one value per grid size "
+                             f"(benchmark.fidelity.grid_sizes={None if sizes is None else list(sizes)})")
+        if any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in values):
+            raise ValueError(f"benchmark.fidelity.{key}={value}: expected a positive integer or a list of them")
     for key, value in positive.items():
         if value <= 0:
             raise ValueError(f"{key}={value}: expected a positive integer")
@@ -218,29 +225,32 @@ class StepClock:
 
     def __init__(self, env):
         self.seconds: list = []
+        self.cpu_seconds = 0.0     # CPU time of this process during the steps
         step, reset = env.step, env.reset
 
         def timed_step(action):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return step(action)
             finally:
                 self.seconds.append(time.perf_counter() - start)
+                self.cpu_seconds += time.process_time() - cpu
 
         def timed_reset(**kwargs):
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             try:
                 return reset(**kwargs)
             finally:
                 if self.seconds:
                     self.seconds[-1] += time.perf_counter() - start
+                    self.cpu_seconds += time.process_time() - cpu
 
         env.step, env.reset = timed_step, timed_reset
 
-    def take(self) -> list:
-        """The per-step seconds since the last take."""
-        seconds, self.seconds = self.seconds, []
-        return seconds
+    def take(self) -> tuple:
+        """(per-step seconds, CPU seconds of the process during them) since the last take."""
+        seconds, cpu, self.seconds, self.cpu_seconds = self.seconds, self.cpu_seconds, [], 0.0
+        return seconds, cpu
 
 
 class CountingVectorEnv(VectorizedFireEnv):
@@ -261,7 +271,7 @@ class CountingVectorEnv(VectorizedFireEnv):
         return [factory.count for factory in self.call("get_wrapper_attr", "simulator_factory")]
 
     def take_step_seconds(self) -> list:
-        """Per environment, the seconds of each step since the last call (one message per worker)."""
+        """Per environment, (seconds of each step, CPU seconds during them) since the last call."""
         return list(self.call("take_step_seconds"))
 
 
@@ -395,7 +405,7 @@ class CollectionSetup:
         self.sims_rates, self.exp_rates = [], []
         self.steps = self.sims = 0
         self.seconds = self.cpu_seconds = 0.0
-        self.env_seconds = self.critical_seconds = self.balanced_seconds = 0.0
+        self.env_seconds = self.critical_seconds = self.balanced_seconds = self.env_cpu_seconds = 0.0
         self.groups = np.array_split(np.arange(num_envs), 1 if backend == "sequential" else workers)
 
     def collect(self, steps: int) -> None:
@@ -415,7 +425,9 @@ class CollectionSetup:
         seconds = time.perf_counter() - start
         self.cpu_seconds += time.process_time() - cpu_start
         sims = sum(self.vec_env.simulation_counts()) - before
-        self._add_step_times(np.array(self.vec_env.take_step_seconds(), dtype=np.float64))
+        taken = self.vec_env.take_step_seconds()
+        self._add_step_times(np.array([seconds for seconds, _ in taken], dtype=np.float64))
+        self.env_cpu_seconds += sum(cpu for _, cpu in taken)
         self.sims_rates.append(sims / seconds)
         self.exp_rates.append(steps * self.num_envs / seconds)
         self.steps, self.sims, self.seconds = self.steps + steps, self.sims + sims, self.seconds + seconds
@@ -446,7 +458,9 @@ class CollectionSetup:
                 "balanced_path_seconds": self.balanced_seconds,
                 "outside_env_fraction": (max(0.0, self.seconds - self.critical_seconds) / self.seconds
                                          if self.seconds > 0 else None),
-                "balance_bound": (self.env_seconds / self.critical_seconds if self.critical_seconds > 0 else None)}
+                "balance_bound": (self.env_seconds / self.critical_seconds if self.critical_seconds > 0 else None),
+                "env_cpu_share": (self.env_cpu_seconds / self.env_seconds
+                                  if self.env_seconds > 0 and self.backend != "thread" else None)}
 
     def close(self) -> None:
         self.vec_env.close()
@@ -474,41 +488,52 @@ def measure_collection(tiles: Sequence, env_kwargs: dict, configs: Sequence[tupl
             setup.close()
 
 
+def onednn_for(cfg: DictConfig) -> bool:
+    """Whether training uses oneDNN convolutions: ``trainer.deterministic`` turns them off (see
+    firebreak_exp.training.seed_everything), and the benchmark times what training runs."""
+    return not bool(cfg.trainer.get("deterministic", False))
+
+
 def measure_learner(cfg: DictConfig, obs_shape: tuple, replay, settings: DictConfig) -> dict:
     """``DQNAgent.update`` on batches of ``agent.batch_size`` from ``replay``: updates/s (median of repeats),
-    with ``learner.threads`` torch threads, or with 1 and with all cores when it is null (repeats
-    interleaved); ``updates_per_s`` and ``threads`` are the faster setting's."""
+    with ``learner.threads`` torch threads, or with 1 and with all cores when it is null, and with oneDNN
+    convolutions on and off (all repeats interleaved). ``updates_per_s`` and ``threads`` are the faster
+    thread count's with training's oneDNN setting (``onednn``); ``updates_per_s_by_setting`` has them all."""
     import torch
     from firebreak_exp.agent import DQNAgent
 
     thread_counts = [int(settings.threads)] if settings.threads else sorted({1, available_cores()})
-    previous = torch.get_num_threads()
+    onednn = onednn_for(cfg)
+    settings_list = [(threads, mode) for mode in (onednn, not onednn) for threads in thread_counts]
+    previous, previous_onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     agent_kwargs = OmegaConf.to_container(cfg.agent, resolve=True)
     batch_size = int(cfg.agent.batch_size)
-    rates = {threads: [] for threads in thread_counts}
+    rates = {setting: [] for setting in settings_list}
     try:
-        agents = {threads: DQNAgent(obs_shape, seed=int(cfg.seed), **{**agent_kwargs, "num_threads": threads})
-                  for threads in thread_counts}
-        for threads, agent in agents.items():
-            torch.set_num_threads(threads)
-            for _ in range(settings.warmup_updates):
-                agent.update(replay.sample(batch_size, agent.device))
-        for _ in range(settings.repeats):
-            for threads, agent in agents.items():
+        agents = {(threads, mode): DQNAgent(obs_shape, seed=int(cfg.seed), **{**agent_kwargs, "num_threads": threads})
+                  for threads, mode in settings_list}
+        for rep in range(-1, settings.repeats):            # -1: warm-up
+            for (threads, mode), agent in agents.items():
                 torch.set_num_threads(threads)
+                torch.backends.mkldnn.enabled = mode
+                count = settings.warmup_updates if rep < 0 else settings.updates_per_repeat
                 start = time.perf_counter()
-                for _ in range(settings.updates_per_repeat):
+                for _ in range(count):
                     agent.update(replay.sample(batch_size, agent.device))
-                rates[threads].append(settings.updates_per_repeat / (time.perf_counter() - start))
+                if rep >= 0:
+                    rates[(threads, mode)].append(count / (time.perf_counter() - start))
     finally:
         torch.set_num_threads(previous)
-    by_threads = {threads: _median_spread(values) for threads, values in rates.items()}
-    best = max(by_threads, key=lambda t: by_threads[t][0])
-    agent = agents[best]
+        torch.backends.mkldnn.enabled = previous_onednn
+    summary = {setting: _median_spread(values) for setting, values in rates.items()}
+    best = max(thread_counts, key=lambda t: summary[(t, onednn)][0])
+    agent = agents[(best, onednn)]
     parameters = sum(p.numel() for p in agent.q_network.parameters())
-    return {"updates_per_s": by_threads[best][0], "spread": by_threads[best][1], "threads": best,
-            "repeats": int(settings.repeats), "updates_per_s_repeats": rates[best],
-            "updates_per_s_by_threads": {str(t): v[0] for t, v in by_threads.items()},
+    return {"updates_per_s": summary[(best, onednn)][0], "spread": summary[(best, onednn)][1], "threads": best,
+            "onednn": onednn, "repeats": int(settings.repeats), "updates_per_s_repeats": rates[(best, onednn)],
+            "updates_per_s_by_threads": {str(t): summary[(t, onednn)][0] for t in thread_counts},
+            "updates_per_s_by_setting": {f"threads_{t}/onednn_{'on' if m else 'off'}": summary[(t, m)][0]
+                                         for t, m in settings_list},
             "batch_size": batch_size, "device": str(agent.device), "channels": int(cfg.agent.channels),
             "num_layers": int(cfg.agent.num_layers), "parameters": int(parameters),
             "grid": list(obs_shape[1:]), "replay_size": len(replay)}
@@ -564,10 +589,14 @@ def measure_fidelity(cfg: DictConfig, settings: DictConfig) -> list:
         if simulator_name(cfg) == "travel_time" else TravelTimeSimulator
     results = []
     grid_sizes = settings.grid_sizes if settings.grid_sizes is not None else [cfg.landscape.grid_size]
-    for grid in grid_sizes:
+
+    def per_grid(value, index: int) -> int:
+        return int(value[index]) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else int(value)
+
+    for index, grid in enumerate(grid_sizes):
         grid_cfg = OmegaConf.merge(cfg, {"landscape": {"grid_size": int(grid)}})
         try:
-            tiles = _evenly(build_landscapes(grid_cfg).heldout, settings.max_tiles)
+            tiles = _evenly(build_landscapes(grid_cfg).heldout, per_grid(settings.max_tiles, index))
         except ValueError as error:   # the landscape may be too small for this tile size
             log.warning("fidelity at %dx%d skipped: %s", grid, grid, error)
             continue
@@ -576,7 +605,8 @@ def measure_fidelity(cfg: DictConfig, settings: DictConfig) -> list:
             continue
         start = time.perf_counter()
         result = compare_simulators(PyretechnicsSimulator, candidate, tiles, scenario,
-                                    ignitions_per_tile=settings.ignitions_per_tile, num_plans=settings.num_plans,
+                                    ignitions_per_tile=per_grid(settings.ignitions_per_tile, index),
+                                    num_plans=settings.num_plans,
                                     budget_fraction=settings.budget_fraction, seed=settings.seed)
         result.update(grid_size=int(grid), seconds=time.perf_counter() - start,
                       meets_targets={"speedup": result["speedup"] >= FIDELITY_TARGETS["speedup"],
@@ -651,19 +681,22 @@ def format_table(report: dict) -> str:
              f"landscape: {report['landscape']}",
              "",
              f"{'simulator':<13}{'backend':<11}{'envs':>5}{'workers':>8}{'sims/s':>10}{'exp/s':>10}"
-             f"{'updates/s':>10}{'speedup':>9}{'effic.':>8}{'spread':>8}{'reps':>5}{'bound':>7}{'outside':>8}"]
+             f"{'updates/s':>10}{'speedup':>9}{'effic.':>8}{'spread':>8}{'reps':>5}{'bound':>7}{'outside':>8}"
+             f"{'cpu':>6}"]
     for r in report["results"]:
         lines.append(f"{r['simulator']:<13}{r['backend']:<11}{r['num_envs']:>5}{r['max_workers']:>8}"
                      f"{r['sims_per_s']:>10.1f}{r['experiences_per_s']:>10.1f}{r['updates_per_s']:>10.1f}"
                      f"{_fmt(r['speedup_vs_sequential']):>9}{_fmt(r['efficiency']):>8}"
                      f"{r['spread']:>8.2f}{r['repeats']:>5}{_fmt(r.get('balance_bound')):>7}"
-                     f"{_fmt(r.get('outside_env_fraction'), '{:.0%}'):>8}")
-    by_threads = ", ".join(f"{v:.1f} with {t} thread{'s' if t != '1' else ''}"
-                           for t, v in learner["updates_per_s_by_threads"].items())
-    lines += ["", f"learner: {learner['updates_per_s']:.1f} updates/s ({by_threads}; batch {learner['batch_size']}, "
-                  f"grid {'x'.join(map(str, learner['grid']))}, {learner['channels']} channels x "
-                  f"{learner['num_layers']} layers, {learner['parameters']} parameters, {learner['device']}; "
-                  f"spread {learner['spread']:.2f})"]
+                     f"{_fmt(r.get('outside_env_fraction'), '{:.0%}'):>8}"
+                     f"{_fmt(r.get('env_cpu_share'), '{:.0%}'):>6}")
+    settings = ", ".join(f"{v:.1f} ({k.replace('_', ' ').replace('/', ', oneDNN ').replace('oneDNN onednn', 'oneDNN')})"
+                         for k, v in learner["updates_per_s_by_setting"].items())
+    lines += ["", f"learner: {learner['updates_per_s']:.1f} updates/s with {learner['threads']} thread(s) and oneDNN "
+                  f"{'on' if learner['onednn'] else 'off'} as training runs (trainer.deterministic turns it off); "
+                  f"batch {learner['batch_size']}, grid {'x'.join(map(str, learner['grid']))}, {learner['channels']} "
+                  f"channels x {learner['num_layers']} layers, {learner['parameters']} parameters, {learner['device']}, "
+                  f"spread {learner['spread']:.2f}; all settings: {settings}"]
     for simulator, entry in report["recommended"]["by_simulator"].items():
         lines.append(f"recommended for {simulator}: backend={entry['backend']} num_envs={entry['num_envs']} "
                      f"max_workers={entry['max_workers']} ({entry['experiences_per_s']:.1f} experiences/s)")
@@ -681,7 +714,8 @@ def format_table(report: dict) -> str:
                      f"(>= {FIDELITY_TARGETS['plan_spearman']})")
     lines += ["", "bound: the speedup the slowest worker of each step allows (environment step times measured in the "
                   "workers); outside: share of wall time outside the busiest worker's environment steps (acting, "
-                  "replay, pipes, waiting for a core)"]
+                  "replay, pipes, waiting for a core); cpu: CPU time / wall time of the processes running the "
+                  "environments while they step (100% = a core each; less = the cores were shared)"]
     lines += [f"note: {note}" for note in report["notes"]]
     return "\n".join(lines)
 
@@ -711,11 +745,13 @@ def notes_for(results: List[dict], cores: int) -> List[str]:
                          f"sequential at num_envs={best['num_envs']} with {best['max_workers']} workers (target >= "
                          f"{target:.1f}x at num_envs >= 2, limit {min(cores, max(r['num_envs'] for r in process))}x "
                          f"on {cores} cores){why}.")
-    shares = [r["main_cpu_share"] for r in results if r["backend"] == "sequential" and r.get("main_cpu_share")]
-    if shares and statistics.median(shares) < 0.8:
-        notes.append(f"the machine was busy: running sequentially, the benchmark got only "
-                     f"{statistics.median(shares):.0%} of one core (CPU time / wall time); other jobs share the "
-                     f"cores (Linux shares CPU per session), so parallel backends cannot show their speedup here. "
+    shares = [r["env_cpu_share"] for r in results if r["backend"] == "process" and r["num_envs"] >= 2
+              and r["max_workers"] <= cores and r.get("env_cpu_share") is not None]
+    if shares and statistics.median(shares) < 0.85:
+        notes.append(f"the machine was busy: process workers got only {statistics.median(shares):.0%} of a core "
+                     f"while stepping (CPU time / wall time, median over the process rows with at most {cores} "
+                     f"workers); other jobs "
+                     f"shared the cores (Linux shares CPU time per session), so parallel speedups are understated. "
                      f"Re-run on an idle machine before trusting speedups and the recommendation.")
     notes.append("rates are wall-clock on a machine that may be shared: the load averages above show how busy "
                  "it was; compare ratios from one run.")
@@ -771,8 +807,8 @@ def benchmark_metrics(report: dict) -> dict:
             if r.get(key) is not None:
                 metrics[f"{prefix}/{key}"] = r[key]
     metrics["learner/updates_per_s"] = report["learner"]["updates_per_s"]
-    for threads, value in report["learner"]["updates_per_s_by_threads"].items():
-        metrics[f"learner/updates_per_s/threads_{threads}"] = value
+    for setting, value in report["learner"]["updates_per_s_by_setting"].items():
+        metrics[f"learner/updates_per_s/{setting}"] = value
     for e2e in report.get("end_to_end", []):
         metrics[f"end_to_end/{e2e['simulator']}/experiences_per_s"] = e2e["experiences_per_s"]
         metrics[f"end_to_end/{e2e['simulator']}/updates_per_s"] = e2e["updates_per_s"]
@@ -908,7 +944,13 @@ def benchmark_job(cfg: DictConfig) -> dict:
     try:
         tracker.log_params(config_params(cfg))
         tracker.log_artifact(run_dir / ".hydra", ".hydra")
-        report = run_benchmark(cfg, run_dir)
+        import torch
+        previous_onednn = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = onednn_for(cfg)   # as training sets it (trainer.deterministic)
+        try:
+            report = run_benchmark(cfg, run_dir)
+        finally:
+            torch.backends.mkldnn.enabled = previous_onednn
         json_path = write_json(report, run_dir / "benchmark.json")
         plot_path = plot_speedup(report, run_dir / "speedup.png")
         record = recommendation_record(report, json_path)
