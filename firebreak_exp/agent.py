@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from firebreak_exp.environment import (BUDGET_CHANNEL, BURN_PROBABILITY_CHANNEL, FUEL_BREAK_CHANNEL,
-                                       NON_BURNABLE_CHANNEL, NUM_STATIC_CHANNELS)
+from firebreak_exp.environment import (BUDGET_CHANNEL, BURN_PROBABILITY_CHANNEL, FIRE_FLOW_CHANNEL,
+                                       FUEL_BREAK_CHANNEL, NON_BURNABLE_CHANNEL, NUM_STATIC_CHANNELS)
 
 
 def set_cpu_threads(num_threads: Optional[int]) -> None:
@@ -39,7 +39,9 @@ class QNetwork(nn.Module):
     """Fully-convolutional Q-network: (B, C, H, W) observations -> (B, H*W) Q-values.
 
     Dilations 1, 2, 4, ... let each cell's value see the whole tile, so a break
-    is valued by where fire comes from and where it goes.
+    is valued by where fire comes from and where it goes. The 1 x 1 head also reads
+    the observation at the cell itself (a skip connection), so a value carried by a
+    cell's own channels (fire flow, burn probability) is learned in a few updates.
     """
 
     def __init__(self, in_channels: int, channels: int = 16, num_layers: int = 5):
@@ -50,11 +52,11 @@ class QNetwork(nn.Module):
             dilation = 2 ** i
             layers += [nn.Conv2d(width, channels, 3, padding=dilation, dilation=dilation), nn.ReLU(inplace=True)]
             width = channels
-        layers.append(nn.Conv2d(width, 1, 1))
         self.net = nn.Sequential(*layers)
+        self.head = nn.Conv2d(width + in_channels, 1, 1)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.net(obs).flatten(1)
+        return self.head(torch.cat([self.net(obs), obs], dim=1)).flatten(1)
 
     def q_at(self, obs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """Q-values of one cell per observation, ``forward(obs).gather(1, cells[:, None]).squeeze(1)`` up to
@@ -69,13 +71,15 @@ class QNetwork(nn.Module):
         """
         batch, _, height, width = obs.shape
         convs = [m for m in self.net if isinstance(m, nn.Conv2d)]
-        first, layers, head = convs[0], convs[1:-1], convs[-1]
+        first, layers = convs[0], convs[1:]
+        head_features, head_obs = self.head.weight.view(-1).split([self.channels, self.in_channels])
+        own = (obs.flatten(2)[torch.arange(batch, device=obs.device), :, cells] * head_obs).sum(dim=1)
         # The first layer reads every input cell anyway (dilation 1): one dense convolution is cheaper than
         # gathering 9 taps of every input channel.
         table = torch.relu_(first(obs)).permute(0, 2, 3, 1).reshape(batch, height * width, first.out_channels)
         if not layers:
-            return (table[torch.arange(batch, device=obs.device), cells] * head.weight.view(1, -1)).sum(dim=1) \
-                + head.bias
+            return (table[torch.arange(batch, device=obs.device), cells] * head_features).sum(dim=1) + own \
+                + self.head.bias
         plan = cone_plan(cells.detach().cpu().numpy(), height, width, [conv.dilation[0] for conv in layers])
         for conv, (taps, inside) in zip(layers, plan):
             rows = taps.shape[1]
@@ -86,7 +90,7 @@ class QNetwork(nn.Module):
             weight = conv.weight.permute(2, 3, 1, 0).reshape(-1, conv.out_channels)  # taps-major, like gathered
             table = torch.relu_(torch.addmm(conv.bias, gathered.view(batch * rows, -1), weight)
                                 .view(batch, rows, conv.out_channels))
-        return (table[:, 0] * head.weight.view(1, -1)).sum(dim=1) + head.bias
+        return (table[:, 0] * head_features).sum(dim=1) + own + self.head.bias
 
 
 def cone_plan(cells: np.ndarray, height: int, width: int, dilations: Sequence[int]) -> list:
@@ -150,8 +154,8 @@ class ReplayBuffer:
     """Transitions stored compactly.
 
     Static landscape channels are kept once per tile (``tile_index``); each
-    transition keeps only the burn probability (float16), the break mask (bool)
-    and the remaining budget (a scalar) of its two states.
+    transition keeps only the burn probability and fire flow (float16), the break
+    mask (bool) and the remaining budget (a scalar) of its two states.
 
     ``sample`` assembles a batch straight into one channels-last float32 array
     (static channels come from a per-tile float32 cache, so nothing is
@@ -168,6 +172,7 @@ class ReplayBuffer:
         self.rewards = np.zeros(capacity, np.float32)
         self.dones = np.zeros(capacity, bool)
         self.burn_probability = np.zeros((capacity, 2, height, width), np.float16)  # [state, next state]
+        self.fire_flow = np.zeros((capacity, 2, height, width), np.float16)
         self.fuel_breaks = np.zeros((capacity, 2, height, width), bool)
         self.budget = np.zeros((capacity, 2), np.float32)
         self.position, self.size = 0, 0
@@ -195,6 +200,7 @@ class ReplayBuffer:
         self.dones[slots] = np.asarray(dones).reshape(count)[keep]
         for j, o in enumerate((obs[keep], next_obs[keep])):
             self.burn_probability[slots, j] = o[:, BURN_PROBABILITY_CHANNEL]
+            self.fire_flow[slots, j] = o[:, FIRE_FLOW_CHANNEL]
             self.fuel_breaks[slots, j] = o[:, FUEL_BREAK_CHANNEL] > 0
             self.budget[slots, j] = o[:, BUDGET_CHANNEL, 0, 0]
         self.position = int((self.position + count) % self.capacity)
@@ -221,6 +227,7 @@ class ReplayBuffer:
             if k:
                 out[k, ..., :NUM_STATIC_CHANNELS] = out[0, ..., :NUM_STATIC_CHANNELS]
             out[k, ..., BURN_PROBABILITY_CHANNEL] = self.burn_probability[slots, j]
+            out[k, ..., FIRE_FLOW_CHANNEL] = self.fire_flow[slots, j]
             out[k, ..., FUEL_BREAK_CHANNEL] = self.fuel_breaks[slots, j]
             out[k, ..., BUDGET_CHANNEL] = self.budget[slots, j, None, None]
         return out
@@ -244,7 +251,7 @@ class ReplayBuffer:
         return {"tile_keys": np.array(tiles, np.int64),
                 "tile_channels": np.stack([self.tiles[t] for t in tiles]) if tiles else np.zeros(0, np.float16),
                 "tile_index": self.tile_index, "actions": self.actions, "rewards": self.rewards,
-                "dones": self.dones, "burn_probability": self.burn_probability,
+                "dones": self.dones, "burn_probability": self.burn_probability, "fire_flow": self.fire_flow,
                 "fuel_breaks": self.fuel_breaks, "budget": self.budget,
                 "position": np.array(self.position), "size": np.array(self.size)}
 
@@ -254,7 +261,8 @@ class ReplayBuffer:
                              f"{state['fuel_breaks'].shape[2:]} does not fit capacity {self.capacity}, "
                              f"grid {self.obs_shape[1:]}")
         self.tiles = {int(t): c for t, c in zip(state["tile_keys"], state["tile_channels"])}
-        for name in ("tile_index", "actions", "rewards", "dones", "burn_probability", "fuel_breaks", "budget"):
+        for name in ("tile_index", "actions", "rewards", "dones", "burn_probability", "fire_flow", "fuel_breaks",
+                     "budget"):
             getattr(self, name)[...] = state[name]
         self.position, self.size = int(state["position"]), int(state["size"])
         self._static_cache = None
@@ -273,7 +281,7 @@ class DQNAgent:
     def __init__(self, obs_shape: tuple, channels: int = 16, num_layers: int = 5, lr: float = 1e-3,
                  gamma: float = 0.99, epsilon_start: float = 1.0, epsilon_end: float = 0.05,
                  epsilon_decay_steps: int = 2000, double_q: bool = True, target_update_interval: int = 200,
-                 max_grad_norm: float = 10.0, device: str = "cpu", seed: int = 0,
+                 max_grad_norm: float = 10.0, reward_scale: float = 1.0, device: str = "cpu", seed: int = 0,
                  num_threads: Optional[int] = None, **_unused):
         torch.manual_seed(seed)
         self.device = resolve_device(device)
@@ -286,7 +294,7 @@ class DQNAgent:
             self.q_network.to(memory_format=torch.channels_last)
             self.target_network.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=lr)
-        self.gamma, self.double_q = gamma, double_q
+        self.gamma, self.double_q, self.reward_scale = gamma, double_q, reward_scale
         self.epsilon_start, self.epsilon_end, self.epsilon_decay_steps = epsilon_start, epsilon_end, epsilon_decay_steps
         self.target_update_interval, self.max_grad_norm = target_update_interval, max_grad_norm
         self.rng = np.random.default_rng(seed)
@@ -324,7 +332,8 @@ class DQNAgent:
         # Q(s, a) of the actions taken (on the actions' receptive cones only, see QNetwork.q_at).
         q_taken = _q_of(self.q_network, obs, actions)
 
-        # Target: r + gamma * Q_target(s', a*), a* = masked argmax of the online (double) or target network.
+        # Target: c * r + gamma * Q_target(s', a*), a* = masked argmax of the online (double) or target
+        # network; c = reward_scale brings Q-values to O(1), the scale Adam's step and the Huber loss suit.
         with torch.no_grad():
             next_mask = action_mask(next_obs)
             if self.double_q:
@@ -335,7 +344,7 @@ class DQNAgent:
                 best_next = masked_argmax(next_q_target, next_mask)
                 next_value = next_q_target.gather(1, best_next[:, None]).squeeze(1)
             next_value = torch.where(next_mask.any(dim=1), next_value, torch.zeros_like(next_value))
-            target = rewards + self.gamma * (1.0 - dones) * next_value
+            target = self.reward_scale * rewards + self.gamma * (1.0 - dones) * next_value
 
         loss = F.smooth_l1_loss(q_taken, target)
         self.optimizer.zero_grad()

@@ -115,6 +115,10 @@ class BenchmarkSettings:
     collector_threads: int = 1           # torch threads of the main process while collecting
     recommend_tolerance: float = 0.05    # fewer environments win when within this fraction of the best
     recommendation_file: Optional[str] = None  # where num_envs=auto looks; None = do not write one
+    # env settings per simulator name on top of ``env`` (a pyretechnics fire takes ~0.2 s: its environments
+    # evaluate as conf/experiment/pyretechnics.yaml trains, shown fires only, every 1 % of burnable cells)
+    env_overrides: Dict[str, Any] = field(default_factory=lambda: {
+        "pyretechnics": {"reward_ignitions": None, "percentage_increment": 1.0}})
     learner: LearnerSettings = field(default_factory=LearnerSettings)
     end_to_end: EndToEndSettings = field(default_factory=EndToEndSettings)
     fidelity: FidelitySettings = field(default_factory=FidelitySettings)
@@ -196,7 +200,7 @@ def validate_benchmark(cfg: Any) -> DictConfig:
 class CountingSimulatorFactory:
     """Wraps a simulator factory; every simulator it builds adds the fires it burns to ``count``.
 
-    ``FireSimulator.burn_maps`` hands only ignitions on burnable, unbroken cells to ``_burn`` (the others
+    ``FireSimulator.burn_maps`` hands only ignitions on burnable, unbroken cells to ``_arrival`` (the others
     burn nothing without simulating), so ``count`` is the number of fire simulations actually run.
     """
 
@@ -206,13 +210,13 @@ class CountingSimulatorFactory:
 
     def __call__(self, *args, **kwargs):
         simulator = self.factory(*args, **kwargs)
-        burn = simulator._burn
+        arrival = simulator._arrival
 
-        def counted_burn(ignitions, breaks):
+        def counted_arrival(ignitions, breaks):
             self.count += len(ignitions)
-            return burn(ignitions, breaks)
+            return arrival(ignitions, breaks)
 
-        simulator._burn = counted_burn
+        simulator._arrival = counted_arrival
         return simulator
 
     def __getstate__(self) -> dict:   # sent back to the parent by ``simulation_counts``
@@ -866,7 +870,8 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
     results, replay, agent, obs_shape = [], None, None, None
     try:
         for simulator in bench.simulators:
-            kwargs = {**base_kwargs, "simulator_factory": factories[simulator]}
+            kwargs = {**base_kwargs, **bench.env_overrides.get(simulator, {}),
+                      "simulator_factory": factories[simulator]}
             for num_envs in num_envs_list:
                 if agent is None:   # the acting agent and the replay the learner samples from
                     with VectorizedFireEnv(tiles, 1, env_kwargs=kwargs) as probe:
@@ -900,7 +905,8 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
     if bench.end_to_end.enabled:
         for simulator, choice in recommended["by_simulator"].items():
             log.info("end to end: %s, %s x %d", simulator, choice["backend"], choice["num_envs"])
-            kwargs = {**base_kwargs, "simulator_factory": factories[simulator]}
+            kwargs = {**base_kwargs, **bench.env_overrides.get(simulator, {}),
+                      "simulator_factory": factories[simulator]}
             entry = measure_end_to_end(cfg, tiles, kwargs, choice, replay, bench.end_to_end, learner["threads"])
             end_to_end.append({"simulator": simulator, **entry})
 

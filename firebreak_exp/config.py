@@ -55,6 +55,7 @@ class EnvConfig:
     """The fuel-break MDP (firebreak_exp.environment.FuelBreakEnv)."""
     budget_percent: float = 5.0          # fuel breaks per episode, % of burnable cells
     percentage_increment: float = 1.0    # reward evaluated every this % of burnable cells broken
+    reward_ignitions: Optional[int] = None  # unseen fires the reward is measured on; None = the shown ones
 
 
 @dataclass
@@ -82,6 +83,7 @@ class AgentConfig:
     double_q: bool = True
     target_update_interval: int = 200    # learner updates between target-network copies
     max_grad_norm: float = 10.0
+    reward_scale: float = 100.0          # rewards x this in the TD target: % of burnable cells, Q-values O(1)
     device: str = "cpu"                  # cpu | cuda | auto
     num_threads: Optional[int] = 1       # torch CPU threads of the learner; None = torch's default (all cores)
 
@@ -95,12 +97,13 @@ class TrainerConfig:
     learning_starts: int = 500           # transitions in the buffer before updates begin
     checkpoint_frequency: int = 50       # episodes between periodic checkpoints
     eval_episodes: int = 8               # held-out tiles scored at the end (policy vs baselines)
-    expert_memories: int = 0             # DomiRank episodes turned into expert transitions (0 = none)
+    expert_memories: int = 0             # expert episodes turned into replay transitions (0 = none)
+    expert_planner: str = "domirank"     # the expert: domirank (the seed's) | flow
     memory_simulations: int = 8          # ignitions simulated per expert episode's rewards
     regenerate_memories: bool = False    # rebuild the cached expert memories under outputs/
     pretrain_steps: int = 0              # learner updates on expert memories before exploration
     progress: bool = True                # progress bar (quiet when not on a terminal)
-    deterministic: bool = True           # bit-identical re-runs and resumes (turns off oneDNN convolutions)
+    deterministic: bool = False          # True: bit-identical resumes (turns off oneDNN convolutions, slower)
 
 
 @dataclass
@@ -153,7 +156,8 @@ def check_values(cfg: Any) -> None:
                 "agent.buffer_size": cfg.agent.buffer_size, "scenario.num_ignitions": cfg.scenario.num_ignitions,
                 "trainer.steps_per_collection": cfg.trainer.steps_per_collection,
                 "trainer.train_frequency": cfg.trainer.train_frequency,
-                "trainer.checkpoint_frequency": cfg.trainer.checkpoint_frequency}
+                "trainer.checkpoint_frequency": cfg.trainer.checkpoint_frequency,
+                "env.reward_ignitions": cfg.env.get("reward_ignitions")}
     for key, value in positive.items():
         if value is not None and value <= 0:
             raise ValueError(f"{key}={value}: expected a positive integer")
@@ -165,5 +169,7 @@ def check_values(cfg: Any) -> None:
         value = cfg.env[key]
         if not 0 < value <= 100:
             raise ValueError(f"env.{key}={value}: expected a percentage in (0, 100]")
+    if cfg.trainer.expert_planner not in ("domirank", "flow"):
+        raise ValueError(f"trainer.expert_planner={cfg.trainer.expert_planner}: expected 'domirank' or 'flow'")
     if not 0 <= cfg.landscape.heldout_fraction < 1:
         raise ValueError(f"landscape.heldout_fraction={cfg.landscape.heldout_fraction}: expected a value in [0, 1)")

@@ -1,8 +1,10 @@
 """The fuel-break Markov decision process as a Gymnasium environment.
 
-State: normalized landscape channels, the burn probability under the current
-breaks (over this episode's ignitions), the fuel-break mask and the remaining
-budget. Action: one cell; broken and non-burnable cells are masked out
+State: normalized landscape channels (with pyretechnics' spread rates under the scenario), the burn
+probability under the current breaks (over this episode's ignitions), the fire flow (per cell, the
+% of burnable cells the fires reach through it, :func:`~firebreak_exp.simulation.fire_flow`: in the
+units of the scaled rewards, ``agent.reward_scale`` = 100, as breaking a cell saves at most its flow), the
+fuel-break mask and the remaining budget. Action: one cell; broken and non-burnable cells are masked out
 (``info["action_mask"]``). Reward: the drop in expected burned fraction since
 the last evaluation, over ignitions drawn once at reset, so an episode's return
 is the total reduction. The episode ends when the budget is spent. A break placed on one of the
@@ -10,25 +12,25 @@ episode's ignition points does not stop that fire (it would only delete a known 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
 
 from firebreak_exp.landscape import FUEL_GROUPS, Tile, fuel_group_index
-
-if TYPE_CHECKING:
-    from firebreak_exp.simulation import FireSimulator, Scenario
+from firebreak_exp.simulation import FireSimulator, Scenario, fire_flow
 
 STATIC_CHANNELS = (
     "elevation", "slope", "aspect_sin", "aspect_cos", "canopy_cover", "canopy_height",
     "canopy_base_height", "canopy_bulk_density", *(f"fuel_{g}" for g in FUEL_GROUPS),
+    "spread_rate_heading", "spread_rate_mean",
 )
-DYNAMIC_CHANNELS = ("burn_probability", "fuel_break", "budget_remaining")
+DYNAMIC_CHANNELS = ("burn_probability", "fire_flow", "fuel_break", "budget_remaining")
 CHANNELS = STATIC_CHANNELS + DYNAMIC_CHANNELS
 NUM_STATIC_CHANNELS = len(STATIC_CHANNELS)
 NON_BURNABLE_CHANNEL = CHANNELS.index("fuel_NB")
 BURN_PROBABILITY_CHANNEL = CHANNELS.index("burn_probability")
+FIRE_FLOW_CHANNEL = CHANNELS.index("fire_flow")
 FUEL_BREAK_CHANNEL = CHANNELS.index("fuel_break")
 BUDGET_CHANNEL = CHANNELS.index("budget_remaining")
 OBSERVATION_BOUND = 10.0
@@ -36,8 +38,23 @@ OBSERVATION_BOUND = 10.0
 SimulatorFactory = Callable[..., "FireSimulator"]
 
 
-def static_channels(tile: Tile) -> np.ndarray:
-    """The tile's landscape as float32 (NUM_STATIC_CHANNELS, H, W), each channel scaled to about [-3, 3]."""
+SPREAD_AZIMUTHS = tuple(range(0, 360, 45))   # degrees clockwise from north
+
+
+def spread_rate_channels(tile: Tile, scenario: Scenario) -> np.ndarray:
+    """float32 (2, H, W): pyretechnics' spread rate of a front heading with the wind, and its mean over 8
+    directions, as log10(1 + m/min) / 2 (0 for a standing fire, 1 at 99 m/min). They tell the network
+    how the weather drives fire through each cell, which the fuel groups only hint at."""
+    from firebreak_exp.simulation import directional_spread_rates
+    heading = (scenario.wind_direction + 180.0) % 360.0
+    rates = directional_spread_rates(tile, scenario, [heading, *SPREAD_AZIMUTHS])
+    scaled = np.log10(1.0 + np.maximum(rates, 0.0)) / 2.0
+    return np.stack([scaled[0], scaled[1:].mean(axis=0)]).astype(np.float32)
+
+
+def static_channels(tile: Tile, scenario: Scenario) -> np.ndarray:
+    """The tile's landscape and its fire behaviour under ``scenario`` as float32 (NUM_STATIC_CHANNELS, H, W),
+    each channel scaled to about [-3, 3]."""
     elevation = tile.elevation - tile.elevation.mean()
     elevation = elevation / max(float(elevation.std()), 1.0)
     flat = tile.aspect < 0
@@ -53,6 +70,7 @@ def static_channels(tile: Tile) -> np.ndarray:
         tile.canopy_base_height / 10.0,       # m / 10
         tile.canopy_bulk_density / 0.3,       # kg/m³ / 0.3
         *np.moveaxis(fuel_one_hot, -1, 0),
+        *spread_rate_channels(tile, scenario),
     ]
     stacked = np.stack(channels).astype(np.float32)
     return np.clip(stacked, -OBSERVATION_BOUND, OBSERVATION_BOUND)
@@ -75,7 +93,8 @@ class FuelBreakEnv(gym.Env):
     metadata = {"render_modes": []}
 
     def __init__(self, landscapes: Sequence[Tile], simulator_factory: SimulatorFactory,
-                 scenario: Scenario, budget_percent: float = 5.0, percentage_increment: float = 1.0):
+                 scenario: Scenario, budget_percent: float = 5.0, percentage_increment: float = 1.0,
+                 reward_ignitions: Optional[int] = None):
         if not landscapes:
             raise ValueError("FuelBreakEnv needs at least one landscape tile")
         shapes = {tile.shape for tile in landscapes}
@@ -85,15 +104,19 @@ class FuelBreakEnv(gym.Env):
             raise ValueError(f"budget_percent must be in (0, 100], got {budget_percent}")
         if not 0 < percentage_increment <= 100:
             raise ValueError(f"percentage_increment must be in (0, 100], got {percentage_increment}")
+        if reward_ignitions is not None and reward_ignitions < 1:
+            raise ValueError(f"reward_ignitions must be a positive integer or None, got {reward_ignitions}")
         self.landscapes = list(landscapes)
         self.simulator_factory = simulator_factory
         self.scenario = scenario
         self.budget_percent = budget_percent
         self.percentage_increment = percentage_increment
+        self.reward_ignitions = reward_ignitions
         self.grid_shape = shapes.pop()
         height, width = self.grid_shape
-        self.observation_space = gym.spaces.Box(
-            -OBSERVATION_BOUND, OBSERVATION_BOUND, (len(CHANNELS), height, width), np.float32)
+        high = np.full((len(CHANNELS), height, width), OBSERVATION_BOUND, np.float32)
+        high[FIRE_FLOW_CHANNEL] = 100.0                      # % of burnable cells
+        self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(height * width)
         self._simulators: dict[int, FireSimulator] = {}
         self._static: dict[int, np.ndarray] = {}
@@ -101,15 +124,20 @@ class FuelBreakEnv(gym.Env):
 
     # -- episode ---------------------------------------------------------------------------
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
+        """Options: ``tile_index`` (default: drawn), ``ignitions`` (int (N, 2) rows and columns of the fires
+        shown and scored, instead of drawn ones; no unseen reward fires then)."""
         super().reset(seed=seed)
         options = options or {}
         self.tile_index = int(options.get("tile_index", self.np_random.integers(len(self.landscapes))))
         tile = self.landscapes[self.tile_index]
-        burnable = np.flatnonzero(tile.burnable)
-        num_burnable = len(burnable)
-        count = self.scenario.num_ignitions
-        cells = self.np_random.choice(burnable, size=count, replace=count > num_burnable)
-        self.ignitions = np.column_stack(np.unravel_index(cells, self.grid_shape))
+        num_burnable = int(tile.burnable.sum())
+        if options.get("ignitions") is not None:
+            self.ignitions = np.asarray(options["ignitions"], dtype=np.int64).reshape(-1, 2)
+            self.hidden_ignitions = None
+        else:
+            self.ignitions = self._draw_ignitions(self.scenario.num_ignitions)
+            self.hidden_ignitions = (None if self.reward_ignitions is None
+                                     else self._draw_ignitions(self.reward_ignitions))
         self.budget = max(1, round(self.budget_percent / 100 * num_burnable))
         self.evaluation_interval = max(1, round(self.percentage_increment / 100 * num_burnable))
         self.fuel_breaks = np.zeros(self.grid_shape, dtype=bool)
@@ -139,6 +167,12 @@ class FuelBreakEnv(gym.Env):
             info["episode"] = self.episode_stats()
         return self._observation(), reward, terminated, False, info
 
+    def _draw_ignitions(self, count: int) -> np.ndarray:
+        """int (count, 2) burnable cells of the current tile, without replacement while there are enough."""
+        burnable = np.flatnonzero(self.landscapes[self.tile_index].burnable)
+        cells = self.np_random.choice(burnable, size=count, replace=count > len(burnable))
+        return np.column_stack(np.unravel_index(cells, self.grid_shape))
+
     def episode_stats(self) -> dict:
         """Return, length and burned-area reduction of the current episode (fractions of burnable cells)."""
         reduction = self.initial_burned_fraction - self.burned_fraction
@@ -151,8 +185,10 @@ class FuelBreakEnv(gym.Env):
     def get_state(self) -> dict:
         """Everything needed to continue this episode exactly (for checkpoints): RNG, tile, fires, breaks."""
         return {"rng": self.np_random.bit_generator.state, "tile_index": self.tile_index,
-                "ignitions": self.ignitions.copy(), "fuel_breaks": self.fuel_breaks.copy(),
-                "burn_probability": self.burn_probability.copy(),
+                "ignitions": self.ignitions.copy(),
+                "hidden_ignitions": np.zeros((0, 2), np.int64) if self.hidden_ignitions is None
+                else self.hidden_ignitions.copy(), "fuel_breaks": self.fuel_breaks.copy(),
+                "burn_probability": self.burn_probability.copy(), "fire_flow": self.fire_flow.copy(),
                 "counters": np.array([self.steps_taken, self.budget, self.evaluation_interval]),
                 "fractions": np.array([self.burned_fraction, self.initial_burned_fraction, self.episode_return])}
 
@@ -163,8 +199,11 @@ class FuelBreakEnv(gym.Env):
         self.np_random.bit_generator.state = state["rng"]
         self.tile_index = int(state["tile_index"])
         self.ignitions = np.asarray(state["ignitions"]).copy()
+        hidden = np.asarray(state["hidden_ignitions"]).reshape(-1, 2)
+        self.hidden_ignitions = hidden.copy() if len(hidden) else None
         self.fuel_breaks = np.asarray(state["fuel_breaks"], dtype=bool).copy()
         self.burn_probability = np.asarray(state["burn_probability"], dtype=np.float32).copy()
+        self.fire_flow = np.asarray(state["fire_flow"], dtype=np.float32).copy()
         self.steps_taken, self.budget, self.evaluation_interval = (int(v) for v in state["counters"])
         self.burned_fraction, self.initial_burned_fraction, self.episode_return = (
             float(v) for v in state["fractions"])
@@ -178,24 +217,31 @@ class FuelBreakEnv(gym.Env):
                 tile=self.landscapes[tile_index], scenario=self.scenario)
         return self._simulators[tile_index]
 
-    def _evaluate(self) -> None:
+    def _arrival_times(self, ignitions: np.ndarray) -> np.ndarray:
         # A break on an ignition point does not stop that fire: the reward must come from blocking
         # spread, not from deleting the episode's (known) ignitions, which fresh fires would not share.
         effective_breaks = self.fuel_breaks.copy()
-        effective_breaks[self.ignitions[:, 0], self.ignitions[:, 1]] = False
-        maps = self.simulator(self.tile_index).burn_maps(self.ignitions, effective_breaks)
-        burnable = self.landscapes[self.tile_index].burnable
+        effective_breaks[ignitions[:, 0], ignitions[:, 1]] = False
+        return self.simulator(self.tile_index).arrival_times(ignitions, effective_breaks)
+
+    def _evaluate(self) -> None:
+        arrival = self._arrival_times(self.ignitions)
+        maps = np.isfinite(arrival)
+        num_burnable = self.landscapes[self.tile_index].burnable.sum()
         self.burn_probability = maps.mean(axis=0, dtype=np.float32)
-        self.burned_fraction = float(maps.sum(axis=(1, 2)).mean() / burnable.sum())
+        self.fire_flow = fire_flow(arrival) * np.float32(100.0 / max(num_burnable, 1))   # % of burnable cells
+        if self.hidden_ignitions is not None:
+            maps = np.isfinite(self._arrival_times(self.hidden_ignitions))
+        self.burned_fraction = float(maps.sum(axis=(1, 2)).mean() / num_burnable)
 
     def _action_mask(self) -> np.ndarray:
         return (self.landscapes[self.tile_index].burnable & ~self.fuel_breaks).ravel()
 
     def _observation(self) -> np.ndarray:
         if self.tile_index not in self._static:
-            self._static[self.tile_index] = static_channels(self.landscapes[self.tile_index])
+            self._static[self.tile_index] = static_channels(self.landscapes[self.tile_index], self.scenario)
         remaining = np.full(self.grid_shape, 1.0 - self.steps_taken / self.budget, np.float32)
-        dynamic = np.stack([self.burn_probability, self.fuel_breaks.astype(np.float32), remaining])
+        dynamic = np.stack([self.burn_probability, self.fire_flow, self.fuel_breaks.astype(np.float32), remaining])
         return np.concatenate([self._static[self.tile_index], dynamic])
 
     def _info(self) -> dict:

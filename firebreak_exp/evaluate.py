@@ -48,7 +48,7 @@ class DomiRankSettings:
 
 @dataclass
 class GreedySettings:
-    simulator: Optional[str] = "travel_time"  # simulator used by the greedy search; None = the scoring one
+    simulator: Optional[str] = "travel_time"  # simulator of the greedy and flow searches; None = the scoring one
     exclude_ignitions: bool = True       # planning ignition cells are not candidates
     num_ignitions: Optional[int] = None  # planning ignitions for greedy; None = scenario.num_ignitions
     max_candidates: Optional[int] = None # cap on candidate cells per step; None = every cell fires reach
@@ -62,7 +62,8 @@ class EvaluateConfig(Config):
     budgets: List[float] = field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0, 20.0])  # % of burnable cells
     num_ignitions: int = 32              # scoring ignitions per tile
     random_seeds: int = 5                # random plans averaged per tile
-    methods: List[str] = field(default_factory=lambda: ["no_treatment", "random", "domirank", "greedy", "policy"])
+    methods: List[str] = field(default_factory=lambda: ["no_treatment", "random", "domirank", "greedy", "flow",
+                                                                 "policy"])
     max_tiles: Optional[int] = None      # cap on held-out tiles
     example_budget: float = 5.0          # budget shown in the map plots
     domirank: DomiRankSettings = field(default_factory=DomiRankSettings)
@@ -299,7 +300,7 @@ def evaluate_job(cfg: DictConfig) -> dict:
         raw = compare_planners(
             tiles, planners, kwargs["simulator_factory"], kwargs["scenario"], list(cfg.budgets),
             seed=int(train_cfg.seed), num_scoring_ignitions=int(cfg.num_ignitions),
-            random_seeds=int(cfg.random_seeds), planner_simulators={"greedy": greedy_sim},
+            random_seeds=int(cfg.random_seeds), planner_simulators={"greedy": greedy_sim, "flow": greedy_sim},
             planner_ignitions={"greedy": cfg.greedy.num_ignitions}, example_budget=float(cfg.example_budget))
         summary = summarize(raw)
         result = {**summary, "checkpoint": None if source is None else str(source["path"]),

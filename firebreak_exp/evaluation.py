@@ -218,22 +218,23 @@ def heldout_tiles(cfg, max_tiles: Optional[int] = None) -> list:
 def evaluate_policy(cfg, agent, episodes: int = 8) -> dict:
     """End-of-training check on held-out tiles, with the evaluation command's scoring code.
 
-    Scores the greedy policy, no treatment, one random plan and DomiRank at ``env.budget_percent`` on
-    ``episodes`` held-out tiles (spread over the list), ``scenario.num_ignitions`` fresh scoring ignitions
-    each, with the training simulator. Returns ``summary`` (burned fractions before/after, burned-area
-    reduction, ``R`` with ``R_ci_low``/``R_ci_high``, ``R_random``, ``R_domirank``, ``plan_seconds``,
+    Scores the greedy policy, no treatment, one random plan, DomiRank and fire flow at ``env.budget_percent`` on
+    ``episodes`` held-out tiles (spread over the list), ``env.reward_ignitions`` (else
+    ``scenario.num_ignitions``) fresh scoring ignitions each, with the training simulator. Returns ``summary`` (burned fractions before/after, burned-area
+    reduction, ``R`` with ``R_ci_low``/``R_ci_high``, ``R_random``, ``R_domirank``, ``R_flow``, ``plan_seconds``,
     ``episodes`` = tiles scored) and ``example`` (the policy's maps on the tile that burns most).
     """
     from firebreak_exp.factory import env_kwargs
-    from firebreak_exp.planners import DomiRankPlanner, RandomPlanner
+    from firebreak_exp.planners import DomiRankPlanner, FireFlowPlanner, RandomPlanner
 
     kwargs = env_kwargs(cfg)
     tiles = heldout_tiles(cfg, max(1, int(episodes)))
     planners = {"policy": PolicyPlanner(agent, kwargs["percentage_increment"]),
-                "random": RandomPlanner(), "domirank": DomiRankPlanner()}
+                "random": RandomPlanner(), "domirank": DomiRankPlanner(), "flow": FireFlowPlanner()}
     budget = float(kwargs["budget_percent"])
     raw = compare_planners(tiles, planners, kwargs["simulator_factory"], kwargs["scenario"], [budget],
-                           seed=int(cfg.seed), num_scoring_ignitions=int(kwargs["scenario"].num_ignitions),
+                           seed=int(cfg.seed),
+                           num_scoring_ignitions=int(kwargs["reward_ignitions"] or kwargs["scenario"].num_ignitions),
                            example_budget=budget)
     table = summarize(raw)["methods"]
     policy = raw["burned_fraction"]["policy"][:, 0]
@@ -242,7 +243,8 @@ def evaluate_policy(cfg, agent, episodes: int = 8) -> dict:
     summary = {"burned_fraction_untreated": before, "burned_fraction_treated": after,
                "burned_area_reduction": before - after, "R": table["policy"]["R"][0],
                "R_ci_low": lo, "R_ci_high": hi, "R_random": table["random"]["R"][0],
-               "R_domirank": table["domirank"]["R"][0], "plan_seconds": table["policy"]["plan_seconds"][0],
+               "R_domirank": table["domirank"]["R"][0], "R_flow": table["flow"]["R"][0],
+               "plan_seconds": table["policy"]["plan_seconds"][0],
                "episodes": len(tiles)}
     ex = raw["example"]
     chosen = ex["methods"]["policy"]

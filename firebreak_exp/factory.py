@@ -34,11 +34,12 @@ def build_landscapes(cfg):
 
 
 def env_kwargs(cfg) -> dict:
-    """Keyword arguments of FuelBreakEnv besides the tiles: simulator factory, scenario, budget."""
+    """Keyword arguments of FuelBreakEnv besides the tiles: simulator factory, scenario, budget, reward."""
     env = _plain(cfg.env)
     return {"simulator_factory": instantiate(_plain(cfg.simulator)),
             "scenario": instantiate(_plain(cfg.scenario)),
-            "budget_percent": env["budget_percent"], "percentage_increment": env["percentage_increment"]}
+            "budget_percent": env["budget_percent"], "percentage_increment": env["percentage_increment"],
+            "reward_ignitions": env.get("reward_ignitions")}
 
 
 def make_env(cfg, index: int = 0, split: str = "train") -> FuelBreakEnv:

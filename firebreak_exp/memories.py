@@ -1,17 +1,19 @@
-"""Expert memories: DomiRank plans played through the fuel-break MDP as replay transitions, cached on disk.
+"""Expert memories: an expert planner's plans played through the fuel-break MDP as replay transitions,
+cached on disk. The expert is ``trainer.expert_planner``: ``domirank`` (the seed's) or ``flow``
+(:class:`~firebreak_exp.planners.FireFlowPlanner`, which plans from the fires the episode shows).
 
 Episode ``i`` runs FuelBreakEnv from reset on training tile ``i % len(train)`` (seed
 ``cfg.seed + MEMORY_SEED_OFFSET + i``, so its ignitions differ from the training environments', which are
 seeded ``cfg.seed + j``) with a scenario of ``trainer.memory_simulations`` ignitions, and takes the
-DomiRank order of the tile as its actions until the budget is spent. Rewards are the environment's own.
+expert's plan for the tile (and those ignitions) as its actions until the budget is spent. Rewards are the environment's own.
 
 Transitions are stored compactly, like :class:`~firebreak_exp.agent.ReplayBuffer`: static landscape
 channels once per tile (``tile_keys``, ``tile_channels``) and, per transition, the burn probability
-(float16), break mask and remaining budget of the state and the next state (axis 1: 0 = state, 1 = next).
+and fire flow (float16), break mask and remaining budget of the state and the next state (axis 1: 0 = state, 1 = next).
 :func:`memory_observations` rebuilds full observations and :func:`fill_replay` adds everything to a
 replay buffer. The arrays are cached as ``<project>/outputs/memories/<hash>.npz`` where the hash covers
 everything that shapes them (landscape, scenario, simulator, env, seed, episodes, memory_simulations,
-the DomiRank settings and the format version); the file is written atomically.
+the expert and its settings, and the format version); the file is written atomically.
 """
 from __future__ import annotations
 
@@ -30,9 +32,9 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-MEMORY_FORMAT = 1
+MEMORY_FORMAT = 3
 MEMORY_SEED_OFFSET = 2_000_033
-ARRAY_KEYS = ("tile_keys", "tile_channels", "tile_index", "actions", "rewards", "dones", "burn_probability",
+ARRAY_KEYS = ("tile_keys", "tile_channels", "tile_index", "actions", "rewards", "dones", "burn_probability", "fire_flow",
               "fuel_breaks", "budget", "episode", "episode_tile", "episode_return", "initial_burned_fraction",
               "final_burned_fraction")
 
@@ -53,7 +55,17 @@ def memory_config(cfg, episodes: int, sigma_fraction: float = 0.5, symmetric: bo
     return {"format": MEMORY_FORMAT, "landscape": landscape, "scenario": scenario,
             "simulator": _plain(cfg.simulator), "env": _plain(cfg.env), "seed": int(cfg.seed),
             "episodes": int(episodes), "memory_simulations": int(cfg.trainer.memory_simulations),
-            "planner": {"name": "domirank", "sigma_fraction": float(sigma_fraction), "symmetric": bool(symmetric)}}
+            "planner": expert_settings(cfg, sigma_fraction, symmetric)}
+
+
+def expert_settings(cfg, sigma_fraction: float = 0.5, symmetric: bool = True) -> dict:
+    """The expert planner's name (``trainer.expert_planner``) and settings."""
+    name = str(cfg.trainer.get("expert_planner", "domirank"))
+    if name == "domirank":
+        return {"name": name, "sigma_fraction": float(sigma_fraction), "symmetric": bool(symmetric)}
+    if name == "flow":
+        return {"name": name}
+    raise ValueError(f"trainer.expert_planner={name}: expected 'domirank' or 'flow'")
 
 
 def memory_key(cfg, episodes: int, **planner) -> str:
@@ -75,11 +87,11 @@ def memory_path(cfg, episodes: int, cache_dir: Optional[os.PathLike] = None, **p
 
 
 def generate_expert_memories(cfg, episodes: int, sigma_fraction: float = 0.5, symmetric: bool = True) -> dict:
-    """Play ``episodes`` DomiRank episodes on the training tiles; returns the memory arrays."""
-    from firebreak_exp.environment import (BUDGET_CHANNEL, BURN_PROBABILITY_CHANNEL, FUEL_BREAK_CHANNEL,
-                                           NUM_STATIC_CHANNELS, FuelBreakEnv)
+    """Play ``episodes`` episodes of the expert planner on the training tiles; returns the memory arrays."""
+    from firebreak_exp.environment import (BUDGET_CHANNEL, BURN_PROBABILITY_CHANNEL, FIRE_FLOW_CHANNEL,
+                                           FUEL_BREAK_CHANNEL, NUM_STATIC_CHANNELS, FuelBreakEnv)
     from firebreak_exp.factory import build_landscapes, env_kwargs
-    from firebreak_exp.planners import DomiRankPlanner
+    from firebreak_exp.planners import DomiRankPlanner, FireFlowPlanner
 
     if episodes < 1:
         raise ValueError(f"expert memories need at least one episode, got {episodes}")
@@ -87,14 +99,16 @@ def generate_expert_memories(cfg, episodes: int, sigma_fraction: float = 0.5, sy
     kwargs = env_kwargs(cfg)
     kwargs["scenario"] = dataclasses.replace(kwargs["scenario"], num_ignitions=int(cfg.trainer.memory_simulations))
     env = FuelBreakEnv(train, **kwargs)
-    planner = DomiRankPlanner(sigma_fraction, symmetric)
+    expert = expert_settings(cfg, sigma_fraction, symmetric)
+    planner = DomiRankPlanner(sigma_fraction, symmetric) if expert["name"] == "domirank" else FireFlowPlanner()
     static, rows = {}, {k: [] for k in ("tile_index", "actions", "rewards", "dones", "burn_probability",
-                                        "fuel_breaks", "budget", "episode")}
+                                        "fire_flow", "fuel_breaks", "budget", "episode")}
     episode_rows = {k: [] for k in ("episode_tile", "episode_return", "initial_burned_fraction",
                                     "final_burned_fraction")}
 
     def dynamic(obs):
-        return obs[BURN_PROBABILITY_CHANNEL], obs[FUEL_BREAK_CHANNEL] > 0, obs[BUDGET_CHANNEL, 0, 0]
+        return (obs[BURN_PROBABILITY_CHANNEL], obs[FIRE_FLOW_CHANNEL], obs[FUEL_BREAK_CHANNEL] > 0,
+                obs[BUDGET_CHANNEL, 0, 0])
 
     start = time.perf_counter()
     for i in range(int(episodes)):
@@ -106,17 +120,19 @@ def generate_expert_memories(cfg, episodes: int, sigma_fraction: float = 0.5, sy
         total, terminated = 0.0, False
         for action in plan:
             next_obs, reward, terminated, _, info = env.step(int(action))
-            (bp0, fb0, b0), (bp1, fb1, b1) = dynamic(obs), dynamic(next_obs)
+            (bp0, ff0, fb0, b0), (bp1, ff1, fb1, b1) = dynamic(obs), dynamic(next_obs)
             rows["tile_index"].append(tile_index); rows["actions"].append(int(action))
             rows["rewards"].append(reward); rows["dones"].append(terminated); rows["episode"].append(i)
             rows["burn_probability"].append(np.stack([bp0, bp1])); rows["fuel_breaks"].append(np.stack([fb0, fb1]))
+            rows["fire_flow"].append(np.stack([ff0, ff1]))
             rows["budget"].append((b0, b1))
             total += reward
             obs = next_obs
             if terminated:
                 break
         if not terminated:
-            raise RuntimeError(f"DomiRank plan of {len(plan)} cells did not finish the episode (budget {env.budget})")
+            raise RuntimeError(f"{expert['name']} plan of {len(plan)} cells did not finish the episode "
+                               f"(budget {env.budget})")
         stats = env.episode_stats()
         episode_rows["episode_tile"].append(tile_index); episode_rows["episode_return"].append(total)
         episode_rows["initial_burned_fraction"].append(stats["initial_burned_fraction"])
@@ -130,6 +146,7 @@ def generate_expert_memories(cfg, episodes: int, sigma_fraction: float = 0.5, sy
         "rewards": np.array(rows["rewards"], np.float32),
         "dones": np.array(rows["dones"], bool),
         "burn_probability": np.stack(rows["burn_probability"]).astype(np.float16),
+        "fire_flow": np.stack(rows["fire_flow"]).astype(np.float16),
         "fuel_breaks": np.stack(rows["fuel_breaks"]).astype(bool),
         "budget": np.array(rows["budget"], np.float32),
         "episode": np.array(rows["episode"], np.int32),
@@ -138,8 +155,8 @@ def generate_expert_memories(cfg, episodes: int, sigma_fraction: float = 0.5, sy
         "initial_burned_fraction": np.array(episode_rows["initial_burned_fraction"], np.float64),
         "final_burned_fraction": np.array(episode_rows["final_burned_fraction"], np.float64),
     }
-    log.info("generated %d expert transitions from %d DomiRank episodes in %.1f s (mean return %.4f)",
-             len(memories["actions"]), episodes, time.perf_counter() - start, memories["episode_return"].mean())
+    log.info("generated %d expert transitions from %d %s episodes in %.1f s (mean return %.4f)",
+             len(memories["actions"]), episodes, expert["name"], time.perf_counter() - start, memories["episode_return"].mean())
     return memories
 
 
@@ -192,6 +209,7 @@ def memory_observations(memories: dict, which: int = 0, slots: Optional[np.ndarr
     height, width = static.shape[-2:]
     budget = np.broadcast_to(memories["budget"][slots, which, None, None], (len(slots), height, width))
     dynamic = np.stack([memories["burn_probability"][slots, which].astype(np.float32),
+                        memories["fire_flow"][slots, which].astype(np.float32),
                         memories["fuel_breaks"][slots, which].astype(np.float32), budget], axis=1)
     return np.concatenate([static.astype(np.float32), dynamic], axis=1)
 

@@ -222,7 +222,7 @@ class FireSimulator:
     fuel, code 99).
 
     Everything that depends only on the tile is built once in ``__init__``; :meth:`burn_maps` never mutates
-    the tile. Subclasses implement :meth:`_burn` for validated inputs.
+    the tile. Subclasses implement :meth:`_arrival` for validated inputs.
     """
 
     name: str = "base"
@@ -235,22 +235,27 @@ class FireSimulator:
         self.burnable.flags.writeable = False
         self.num_burnable = int(self.burnable.sum())
 
-    def burn_maps(self, ignitions: np.ndarray, fuel_breaks: Optional[np.ndarray] = None) -> np.ndarray:
-        """Cells burned by each fire within ``scenario.burn_duration``.
+    def arrival_times(self, ignitions: np.ndarray, fuel_breaks: Optional[np.ndarray] = None) -> np.ndarray:
+        """float64 (k, H, W): minutes from each ignition until the fire reaches a cell, inf where it does not
+        within ``scenario.burn_duration``.
 
-        ``ignitions``: int (k, 2) of (row, col); ``fuel_breaks``: bool (H, W) or None.
-        Returns bool (k, H, W). An ignition on a non-burnable or broken cell burns nothing.
+        ``ignitions``: int (k, 2) of (row, col); ``fuel_breaks``: bool (H, W) or None. An ignition on a
+        non-burnable or broken cell burns nothing (all inf).
         """
         ign = _as_ignitions(ignitions, self.shape)
         breaks = _as_breaks(fuel_breaks, self.shape)
-        maps = np.zeros((len(ign),) + self.shape, dtype=bool)
+        times = np.full((len(ign),) + self.shape, np.inf)
         if len(ign) == 0:
-            return maps
+            return times
         live = self.burnable if breaks is None else (self.burnable & ~breaks)
         lit = live[ign[:, 0], ign[:, 1]]
         if lit.any():
-            maps[lit] = self._burn(ign[lit], breaks)
-        return maps
+            times[lit] = self._arrival(ign[lit], breaks)
+        return times
+
+    def burn_maps(self, ignitions: np.ndarray, fuel_breaks: Optional[np.ndarray] = None) -> np.ndarray:
+        """bool (k, H, W): the cells each fire burns within ``scenario.burn_duration`` (see :meth:`arrival_times`)."""
+        return np.isfinite(self.arrival_times(ignitions, fuel_breaks))
 
     def burned_fraction(self, ignitions: np.ndarray, fuel_breaks: Optional[np.ndarray] = None) -> np.ndarray:
         """float (k,): burned cells / burnable cells of the UNTREATED tile (so breaks lower it)."""
@@ -259,8 +264,8 @@ class FireSimulator:
             return np.zeros(len(maps), dtype=np.float64)
         return maps.reshape(len(maps), -1).sum(axis=1) / float(self.num_burnable)
 
-    def _burn(self, ignitions: np.ndarray, breaks: Optional[np.ndarray]) -> np.ndarray:
-        """bool (k, H, W) for ignitions that all lie on burnable, unbroken cells."""
+    def _arrival(self, ignitions: np.ndarray, breaks: Optional[np.ndarray]) -> np.ndarray:
+        """float (k, H, W) arrival minutes (inf: not reached) for ignitions on burnable, unbroken cells."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
@@ -378,12 +383,10 @@ class PyretechnicsSimulator(FireSimulator):
         toa = state.get_full_matrices(["time_of_arrival"])["time_of_arrival"]
         return _from_pyretechnics(toa[:, :self.shape[1]]).astype(np.float32, copy=True)
 
-    def _burn(self, ignitions: np.ndarray, breaks: Optional[np.ndarray]) -> np.ndarray:
+    def _arrival(self, ignitions: np.ndarray, breaks: Optional[np.ndarray]) -> np.ndarray:
         cubes = self._cubes_with_breaks(breaks)
-        maps = np.zeros((len(ignitions),) + self.shape, dtype=bool)
-        for i, (row, col) in enumerate(ignitions):
-            maps[i] = np.isfinite(self._time_of_arrival(cubes, row, col))
-        return maps
+        times = np.stack([self._time_of_arrival(cubes, row, col) for row, col in ignitions]).astype(np.float64)
+        return np.where(np.isnan(times), np.inf, times)
 
 
 # --- travel-time backend ---------------------------------------------------------------------------------
@@ -590,29 +593,61 @@ class TravelTimeSimulator(FireSimulator):
         indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
         return csr_matrix((self._weight[keep], self._dst[keep], indptr), shape=(n_nodes, n_nodes))
 
-    def arrival_times(self, ignitions: np.ndarray, fuel_breaks: Optional[np.ndarray] = None) -> np.ndarray:
-        """float64 (k, H, W): calibrated minutes from each ignition, inf beyond ``burn_duration``.
-
-        Ignitions must lie on burnable, unbroken cells (use :meth:`burn_maps` for the general case).
-        """
+    def _arrival(self, ignitions: np.ndarray, breaks: Optional[np.ndarray]) -> np.ndarray:
+        """Calibrated minutes: graph distances / ``rate_factor``, inf beyond ``burn_duration``."""
         from scipy.sparse.csgraph import dijkstra
 
-        ign = _as_ignitions(ignitions, self.shape)
-        breaks = _as_breaks(fuel_breaks, self.shape)
         if breaks is None:
             graph = self._graph
         else:
             flat = breaks.ravel()
             graph = self._csr(~(flat[self._src] | flat[self._dst] | flat[self._via1] | flat[self._via2]))
         n_cells = self.shape[0] * self.shape[1]
-        cells = ign[:, 0] * self.shape[1] + ign[:, 1]
+        cells = ignitions[:, 0] * self.shape[1] + ignitions[:, 1]
         limit = float(self.scenario.burn_duration) * self.rate_factor
         dist = dijkstra(graph, directed=True, indices=cells + n_cells, limit=limit)[:, :n_cells]
         dist[np.arange(len(cells)), cells] = 0.0
-        return dist.reshape((len(ign),) + self.shape) / self.rate_factor
+        return dist.reshape((len(ignitions),) + self.shape) / self.rate_factor
 
-    def _burn(self, ignitions: np.ndarray, breaks: Optional[np.ndarray]) -> np.ndarray:
-        return self.arrival_times(ignitions, breaks) <= float(self.scenario.burn_duration)
+
+def fire_flow(arrival: np.ndarray) -> np.ndarray:
+    """float32 (H, W): per cell, the mean over fires of how many burned cells the fire reaches *through* it.
+
+    ``arrival``: (k, H, W) arrival minutes of k fires (inf: not burned), as from
+    :meth:`FireSimulator.arrival_times`. Each burned cell's parent is its earliest-burning king neighbour
+    that burned strictly before it; a cell's flow counts it and its descendants in that spread tree.
+    Ignition cells (the roots) get 0, as a break there does not stop its fire. The flow is an upper bound
+    on the cells a break there would save: a fire may reroute around it.
+    """
+    arrival = np.asarray(arrival, dtype=np.float64)
+    fires, height, width = arrival.shape
+    size = height * width
+    padded = np.pad(arrival, ((0, 0), (1, 1), (1, 1)), constant_values=np.inf)
+    best, parent = arrival.copy(), np.full(arrival.shape, -1, np.int64)
+    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    for dr in (-1, 0, 1):
+        for dc in (-1, 0, 1):
+            if dr == 0 and dc == 0:
+                continue
+            neighbour = padded[:, 1 + dr:1 + dr + height, 1 + dc:1 + dc + width]
+            earlier = neighbour < best
+            best = np.where(earlier, neighbour, best)
+            parent = np.where(earlier, (rows + dr) * width + (cols + dc), parent)
+    burned = np.isfinite(arrival).reshape(fires, size)
+    parent = parent.reshape(fires, size)
+    offsets = np.arange(fires)[:, None] * size                  # indices into all fires' cells at once
+    flat_parent = np.where(burned & (parent >= 0), parent + offsets, -1).ravel()
+    flow = burned.ravel().astype(np.float64)
+    node = flat_parent[burned.ravel()]
+    node = node[node >= 0]
+    while node.size:                           # every burned cell adds 1 to each of its ancestors
+        flow += np.bincount(node, minlength=flow.size)
+        node = flat_parent[node]
+        node = node[node >= 0]
+    roots = burned.ravel() & (flat_parent < 0)
+    flow[roots] = 0.0
+    return flow.reshape(fires, height, width).mean(axis=0).astype(np.float32) if fires else \
+        np.zeros((height, width), np.float32)
 
 
 SIMULATORS = {"pyretechnics": PyretechnicsSimulator, "travel_time": TravelTimeSimulator}

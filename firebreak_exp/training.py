@@ -30,18 +30,26 @@ class ParallelExperienceCollector:
         self.total_experiences = 0
         self.total_updates = 0
         self.update_credit = 0.0
-        self._step_seconds = 0.0
+        self._seconds = 0.0   # wall clock inside collect_experiences: stepping, acting and learning
         self._steps = 0
 
     def collect_experiences(self, num_steps: int, train_frequency: int = 1) -> dict:
-        """Take ``num_steps`` vector steps; returns counts, mean loss, epsilon and throughput."""
+        """Take ``num_steps`` vector steps; returns counts, mean loss, epsilon and throughput.
+
+        The learner updates owed for the experiences stored so far run while the environments step
+        (between ``step_async`` and ``wait_for_results``): on the process and Dask backends the fires
+        burn on other cores meanwhile. The order of updates and steps is the same on every backend.
+        """
         losses, start = [], time.perf_counter()
         for _ in range(num_steps):
             epsilon = self.agent.epsilon(self.total_experiences)
             actions = self.agent.act(self.obs, self.infos["action_mask"], epsilon)
-            step_start = time.perf_counter()
-            next_obs, rewards, terminations, truncations, infos = self.vec_env.step(actions)
-            self._step_seconds += time.perf_counter() - step_start
+            self.vec_env.step_async(actions)
+            while self.update_credit >= 1:
+                losses.append(self.agent.update(self.replay.sample(self.batch_size, self.agent.device)))
+                self.update_credit -= 1
+                self.total_updates += 1
+            next_obs, rewards, terminations, truncations, infos = self.vec_env.wait_for_results()
             self._steps += 1
             final_next = np.where(infos["_final_obs"][:, None, None, None], infos["final_obs"], next_obs)
             self.replay.add(self.obs, self.infos["tile_index"], actions, rewards, final_next, terminations)
@@ -49,11 +57,8 @@ class ParallelExperienceCollector:
             self.total_experiences += len(actions)
             if len(self.replay) >= self.learning_starts:
                 self.update_credit += len(actions) / train_frequency
-                while self.update_credit >= 1:
-                    losses.append(self.agent.update(self.replay.sample(self.batch_size, self.agent.device)))
-                    self.update_credit -= 1
-                    self.total_updates += 1
         seconds = time.perf_counter() - start
+        self._seconds += seconds
         experiences = num_steps * self.vec_env.num_envs
         return {"experiences": experiences, "updates": len(losses),
                 "loss": float(np.mean(losses)) if losses else float("nan"),
@@ -61,10 +66,11 @@ class ParallelExperienceCollector:
                 "experiences_per_second": experiences / seconds}
 
     def get_performance_stats(self) -> dict:
-        """Throughput since the collector started: experiences/s and mean seconds per vector step."""
-        seconds = max(self._step_seconds, 1e-9)
+        """Throughput since the collector started, learning included: experiences/s and mean seconds per
+        vector step (acting, stepping and the learner updates run meanwhile)."""
+        seconds = max(self._seconds, 1e-9)
         return {"experiences_per_second": self.total_experiences / seconds if self._steps else 0.0,
-                "average_step_time": self._step_seconds / self._steps if self._steps else 0.0,
+                "average_step_time": self._seconds / self._steps if self._steps else 0.0,
                 "total_experiences": self.total_experiences, "total_updates": self.total_updates}
 
     def state_dict(self) -> dict:
@@ -160,7 +166,7 @@ class ParallelFuelBreakTrainer:
         return self._finish(agent, collector, loop, performance)
 
     def _pretrain(self, agent, replay) -> None:
-        """Pre-fill the buffer with DomiRank expert transitions and run ``pretrain_steps`` updates on them."""
+        """Pre-fill the buffer with expert transitions and run ``pretrain_steps`` updates on them."""
         from firebreak_exp.memories import fill_replay, load_or_generate_expert_memories, memory_stats
         memories = load_or_generate_expert_memories(self.cfg)
         fill_replay(replay, memories)

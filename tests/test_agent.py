@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from firebreak_exp.agent import DQNAgent, ReplayBuffer, action_mask, masked_argmax
-from firebreak_exp.environment import (BUDGET_CHANNEL, BURN_PROBABILITY_CHANNEL, CHANNELS, FUEL_BREAK_CHANNEL,
-                                       NON_BURNABLE_CHANNEL, NUM_STATIC_CHANNELS)
+from firebreak_exp.environment import (BUDGET_CHANNEL, BURN_PROBABILITY_CHANNEL, CHANNELS, FIRE_FLOW_CHANNEL,
+                                       FUEL_BREAK_CHANNEL, NON_BURNABLE_CHANNEL, NUM_STATIC_CHANNELS)
 
 H = W = 4
 
@@ -15,6 +15,7 @@ def _obs(batch: int, rng) -> np.ndarray:
     obs[:, NON_BURNABLE_CHANNEL] = rng.random((batch, H, W)) < 0.3
     obs[:, FUEL_BREAK_CHANNEL] = rng.random((batch, H, W)) < 0.3
     obs[:, BURN_PROBABILITY_CHANNEL] = rng.random((batch, H, W)).astype(np.float16)
+    obs[:, FIRE_FLOW_CHANNEL] = rng.random((batch, H, W)).astype(np.float16)
     obs[:, BUDGET_CHANNEL] = rng.random((batch, 1, 1))
     return obs
 

@@ -94,3 +94,34 @@ def test_vector_env_validates_arguments(make_cfg):
         make_vector_env(cfg, num_envs=0)
     with pytest.raises(ValueError, match="unknown parallel backend 'gpu'"):
         make_vector_env(cfg, method="gpu")
+
+
+def test_reward_is_measured_on_unseen_fires(make_cfg):
+    """With env.reward_ignitions the burn-probability channel shows the scenario's fires and the reward is
+    the drop in burned fraction over other fires drawn at reset, which the observation never shows."""
+    env = make_env(make_cfg("simulator=travel_time", "env.reward_ignitions=6", "env.percentage_increment=0.5"))
+    obs, info = env.reset(seed=11)
+    assert env.hidden_ignitions.shape == (6, 2) and env.ignitions.shape == (env.scenario.num_ignitions, 2)
+    simulator = env.simulator(env.tile_index)
+    burnable = env.landscapes[env.tile_index].burnable.sum()
+
+    def burned(ignitions, breaks):
+        breaks = breaks.copy()
+        breaks[ignitions[:, 0], ignitions[:, 1]] = False   # a break on an ignition does not stop that fire
+        maps = simulator.burn_maps(ignitions, breaks)
+        return maps, maps.sum(axis=(1, 2)).mean() / burnable
+
+    shown, _ = burned(env.ignitions, np.zeros(env.grid_shape, bool))
+    assert np.allclose(obs[BURN_PROBABILITY_CHANNEL], shown.mean(axis=0))
+    assert info["burned_fraction"] == pytest.approx(burned(env.hidden_ignitions, np.zeros(env.grid_shape, bool))[1])
+    action = int(np.flatnonzero(info["action_mask"])[0])
+    before = info["burned_fraction"]
+    obs, reward, _, _, info = env.step(action)
+    breaks = obs[FUEL_BREAK_CHANNEL] > 0
+    assert reward == pytest.approx(before - burned(env.hidden_ignitions, breaks)[1])
+    assert np.allclose(obs[BURN_PROBABILITY_CHANNEL], burned(env.ignitions, breaks)[0].mean(axis=0))
+    # given ignitions replace the drawn ones and the hidden fires
+    given = env.ignitions[:2]
+    obs, info = env.reset(seed=11, options={"tile_index": env.tile_index, "ignitions": given})
+    assert env.hidden_ignitions is None and np.array_equal(env.ignitions, given)
+    assert np.allclose(obs[BURN_PROBABILITY_CHANNEL], burned(given, np.zeros(env.grid_shape, bool))[0].mean(axis=0))

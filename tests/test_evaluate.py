@@ -69,7 +69,7 @@ def test_evaluate_a_checkpoint_path(trained):
     result = run_module("firebreak_exp.evaluate", f"checkpoint={trained['run_dir'] / 'checkpoints' / 'best.pt'}",
                         f"tracking.uri={trained['uri']}", f"hydra.run.dir={out}", "budgets=[2,5]",
                         "num_ignitions=4", "random_seeds=2", "simulator=travel_time")
-    methods = ["no_treatment", "random", "domirank", "greedy", "policy"]
+    methods = ["no_treatment", "random", "domirank", "greedy", "flow", "policy"]
     evaluation = check_evaluation(out, methods, [2.0, 5.0])
     assert evaluation["simulator"].endswith("TravelTimeSimulator")      # the override applies on the archive
     assert evaluation["training_run_id"] == trained["run_id"]

@@ -1,4 +1,4 @@
-"""Expert memories: DomiRank episodes of the real MDP (real pyretechnics fires), cached on disk."""
+"""Expert memories: DomiRank and fire-flow episodes of the real MDP (real simulations), cached on disk."""
 import numpy as np
 import pytest
 
@@ -64,7 +64,7 @@ def test_transitions_follow_the_mdp(memories_setup):
         import dataclasses
         scenario = dataclasses.replace(kwargs["scenario"], num_ignitions=2)
         env = FuelBreakEnv(train, kwargs["simulator_factory"], scenario, kwargs["budget_percent"],
-                           kwargs["percentage_increment"])
+                           kwargs["percentage_increment"], kwargs["reward_ignitions"])
         env.reset(seed=int(cfg.seed) + MEMORY_SEED_OFFSET + e, options={"tile_index": int(memories["episode_tile"][e])})
         replayed = [env.step(int(a))[1] for a in memories["actions"][rows]]
         assert np.allclose(replayed, rewards, atol=1e-6)
@@ -83,3 +83,21 @@ def test_fill_replay_adds_every_transition(memories_setup):
     assert np.allclose(replay._observations(slots, 1), memory_observations(memories, 1), atol=2e-3)
     batch = replay.sample(8, "cpu")
     assert batch["obs"].shape == (8, *obs_shape)
+
+
+def test_flow_expert_plays_the_fire_flow_plan_of_the_shown_fires(make_cfg, tmp_path):
+    from firebreak_exp.planners import FireFlowPlanner
+    cfg = make_cfg(*OVERRIDES, "trainer.expert_planner=flow")
+    memories = load_or_generate_expert_memories(cfg, cache_dir=tmp_path)
+    assert memory_path(cfg, 3, tmp_path) != memory_path(make_cfg(*OVERRIDES), 3, tmp_path)   # the expert is in the key
+    kwargs = env_kwargs(cfg)
+    import dataclasses
+    scenario = dataclasses.replace(kwargs["scenario"], num_ignitions=2)
+    env = FuelBreakEnv(build_landscapes(cfg).train, kwargs["simulator_factory"], scenario, kwargs["budget_percent"],
+                       kwargs["percentage_increment"], kwargs["reward_ignitions"])
+    for e in range(3):
+        env.reset(seed=int(cfg.seed) + MEMORY_SEED_OFFSET + e, options={"tile_index": int(memories["episode_tile"][e])})
+        tile = env.landscapes[env.tile_index]
+        plan = FireFlowPlanner().plan(tile, env.simulator(env.tile_index), scenario, env.budget, env.ignitions,
+                                      np.random.default_rng(e))
+        assert np.array_equal(memories["actions"][memories["episode"] == e], plan)

@@ -8,9 +8,9 @@ from firebreak_exp.evaluation import (bootstrap_ci, compare_planners, draw_ignit
                                       PLANNER_STREAM, ratio_r, score_plan, summarize)
 from firebreak_exp.factory import build_landscapes, env_kwargs
 from firebreak_exp.landscape import Tile
-from firebreak_exp.planners import (DomiRankPlanner, GreedyPlanner, NoTreatmentPlanner, PolicyPlanner,
-                                    RandomPlanner, domirank, domirank_scores, spread_network)
-from firebreak_exp.simulation import TravelTimeSimulator
+from firebreak_exp.planners import (DomiRankPlanner, FireFlowPlanner, GreedyPlanner, NoTreatmentPlanner,
+                                    PolicyPlanner, RandomPlanner, domirank, domirank_scores, spread_network)
+from firebreak_exp.simulation import TravelTimeSimulator, fire_flow
 
 
 @pytest.fixture
@@ -120,6 +120,38 @@ def test_greedy_first_pick_has_the_largest_single_break_reduction(setting):
     # greedy is nested, and its steps are timed
     assert np.array_equal(planner.plan(tile, sim, scenario, 2, ignitions, np.random.default_rng(0)), plan[:2])
     assert len(planner.cumulative_seconds) == 2 and np.all(np.diff(planner.cumulative_seconds) >= 0)
+
+
+def test_fire_flow_counts_the_cells_reached_through_each_cell():
+    inf = np.inf
+    corridor = np.array([[[0.0, 1.0, 2.0, 3.0, 4.0]]])              # one fire running east along a row
+    assert fire_flow(corridor).tolist() == [[0.0, 4.0, 3.0, 2.0, 1.0]]
+    fork = np.array([[[inf, inf, inf, 3.0],                             # east, then forking north and south
+                      [0.0, 1.0, 2.0, inf],
+                      [inf, inf, inf, 3.0]]])
+    assert fire_flow(fork).tolist() == [[0, 0, 0, 1], [0, 4, 3, 0], [0, 0, 0, 1]]
+    # the mean over fires; an unburned map adds nothing
+    both = np.concatenate([corridor, np.full_like(corridor, inf)])
+    assert fire_flow(both).tolist() == [[0.0, 2.0, 1.5, 1.0, 0.5]]
+
+
+def test_flow_planner_breaks_the_cell_most_fire_passes_through(setting):
+    tile, scenario, sim = setting["tile"], setting["scenario"], setting["simulator"]
+    ignitions = draw_ignitions(tile, 4, np.random.default_rng(3))
+    planner = FireFlowPlanner()
+    plan = planner.plan(tile, sim, scenario, 4, ignitions, np.random.default_rng(0))
+    _valid_plan(plan, tile, 4)
+    flow = fire_flow(sim.arrival_times(ignitions)).ravel()
+    assert plan[0] == int(np.argmax(np.where(tile.burnable.ravel(), flow, -1)))
+    breaks = np.zeros(tile.shape, bool)
+    breaks.flat[plan[0]] = True
+    flow = fire_flow(sim.arrival_times(ignitions, breaks)).ravel()   # the next pick: flow after the first break
+    assert plan[1] == int(np.argmax(np.where(tile.burnable.ravel() & ~breaks.ravel(), flow, -1)))
+    # breaking where the fires run saves more burned area than breaking at random
+    burned = lambda cells: sim.burn_maps(ignitions, np.isin(np.arange(tile.burnable.size), cells).reshape(tile.shape)).sum()
+    random_plan = RandomPlanner().plan(tile, sim, scenario, 4, ignitions, np.random.default_rng(0))
+    assert burned(plan) < burned(random_plan)
+    assert np.array_equal(planner.plan(tile, sim, scenario, 2, ignitions, np.random.default_rng(0)), plan[:2])
 
 
 def test_random_plans_are_averaged_over_seeds(setting):
