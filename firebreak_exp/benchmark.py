@@ -860,6 +860,10 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
     tiles = _evenly(landscapes.train, bench.max_tiles)
     base_kwargs = env_kwargs(cfg)
     factories = simulator_factories(cfg, list(bench.simulators))
+
+    def env_kwargs_for(simulator: str) -> dict:
+        """The environments' keyword arguments with ``simulator`` and its ``benchmark.env_overrides``."""
+        return {**base_kwargs, **bench.env_overrides.get(simulator, {}), "simulator_factory": factories[simulator]}
     backends = [resolve_backend(b) for b in bench.backends]
     backends = sorted(dict.fromkeys(backends), key=lambda b: b != "sequential")   # sequential first
     num_envs_list = sorted(dict.fromkeys(int(n) for n in bench.num_envs))
@@ -870,8 +874,7 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
     results, replay, agent, obs_shape = [], None, None, None
     try:
         for simulator in bench.simulators:
-            kwargs = {**base_kwargs, **bench.env_overrides.get(simulator, {}),
-                      "simulator_factory": factories[simulator]}
+            kwargs = env_kwargs_for(simulator)
             for num_envs in num_envs_list:
                 if agent is None:   # the acting agent and the replay the learner samples from
                     with VectorizedFireEnv(tiles, 1, env_kwargs=kwargs) as probe:
@@ -905,8 +908,7 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
     if bench.end_to_end.enabled:
         for simulator, choice in recommended["by_simulator"].items():
             log.info("end to end: %s, %s x %d", simulator, choice["backend"], choice["num_envs"])
-            kwargs = {**base_kwargs, **bench.env_overrides.get(simulator, {}),
-                      "simulator_factory": factories[simulator]}
+            kwargs = env_kwargs_for(simulator)
             entry = measure_end_to_end(cfg, tiles, kwargs, choice, replay, bench.end_to_end, learner["threads"])
             end_to_end.append({"simulator": simulator, **entry})
 

@@ -19,6 +19,9 @@ class CheckpointError(ValueError):
     """A file that is missing, truncated, or not a firebreak_exp checkpoint."""
 
 
+#: The replay buffer's per-transition arrays saved up to its size (the break masks are saved bit-packed).
+TRANSITION_KEYS = ("tile_index", "actions", "rewards", "dones", "burn_probability", "fire_flow", "budget")
+
 def _to_tensors(obj):
     """numpy arrays -> tensors, recursively, so that weights-only loading can read them."""
     if isinstance(obj, np.ndarray):
@@ -48,7 +51,7 @@ def save_checkpoint(state: dict, path: os.PathLike) -> Path:
     path = Path(path)
     replay = {k: np.asarray(v) for k, v in state["replay"].items()}
     size = int(replay["size"])
-    for key in ("tile_index", "actions", "rewards", "dones", "burn_probability", "fire_flow", "budget"):
+    for key in TRANSITION_KEYS:
         replay[key] = replay[key][:size] if size < len(replay[key]) else replay[key]
     breaks = replay.pop("fuel_breaks")
     replay["fuel_breaks_packed"] = np.packbits(breaks[:size], axis=-1)
@@ -89,7 +92,7 @@ def load_checkpoint(path: os.PathLike, with_replay: bool = True) -> dict:
         breaks = np.zeros(shape, bool)
         breaks[:size] = np.unpackbits(packed, axis=-1, count=shape[-1]).astype(bool)
         replay["fuel_breaks"] = breaks
-        for key in ("tile_index", "actions", "rewards", "dones", "burn_probability", "fire_flow", "budget"):
+        for key in TRANSITION_KEYS:
             full = np.zeros((shape[0],) + replay[key].shape[1:], replay[key].dtype)
             full[:size] = replay[key][:size]
             replay[key] = full

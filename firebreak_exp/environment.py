@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from firebreak_exp.landscape import FUEL_GROUPS, Tile, fuel_group_index
-from firebreak_exp.simulation import FireSimulator, Scenario, fire_flow
+from firebreak_exp.simulation import FireSimulator, Scenario, directional_spread_rates, fire_flow
 
 STATIC_CHANNELS = (
     "elevation", "slope", "aspect_sin", "aspect_cos", "canopy_cover", "canopy_height",
@@ -45,7 +45,6 @@ def spread_rate_channels(tile: Tile, scenario: Scenario) -> np.ndarray:
     """float32 (2, H, W): pyretechnics' spread rate of a front heading with the wind, and its mean over 8
     directions, as log10(1 + m/min) / 2 (0 for a standing fire, 1 at 99 m/min). They tell the network
     how the weather drives fire through each cell, which the fuel groups only hint at."""
-    from firebreak_exp.simulation import directional_spread_rates
     heading = (scenario.wind_direction + 180.0) % 360.0
     rates = directional_spread_rates(tile, scenario, [heading, *SPREAD_AZIMUTHS])
     scaled = np.log10(1.0 + np.maximum(rates, 0.0)) / 2.0

@@ -218,11 +218,12 @@ def heldout_tiles(cfg, max_tiles: Optional[int] = None) -> list:
 def evaluate_policy(cfg, agent, episodes: int = 8) -> dict:
     """End-of-training check on held-out tiles, with the evaluation command's scoring code.
 
-    Scores the greedy policy, no treatment, one random plan, DomiRank and fire flow at ``env.budget_percent`` on
-    ``episodes`` held-out tiles (spread over the list), ``env.reward_ignitions`` (else
-    ``scenario.num_ignitions``) fresh scoring ignitions each, with the training simulator. Returns ``summary`` (burned fractions before/after, burned-area
-    reduction, ``R`` with ``R_ci_low``/``R_ci_high``, ``R_random``, ``R_domirank``, ``R_flow``, ``plan_seconds``,
-    ``episodes`` = tiles scored) and ``example`` (the policy's maps on the tile that burns most).
+    Scores the greedy policy, no treatment, one random plan, DomiRank and fire flow at ``env.budget_percent``
+    on ``episodes`` held-out tiles (spread over the list), ``env.reward_ignitions`` (else
+    ``scenario.num_ignitions``) fresh scoring ignitions each, with the training simulator. Returns
+    ``summary`` (burned fractions before/after, burned-area reduction, ``R`` with ``R_ci_low``/``R_ci_high``,
+    ``R_random``, ``R_domirank``, ``R_flow``, ``plan_seconds``, ``episodes`` = tiles scored) and ``example``
+    (the policy's maps on the tile that burns most).
     """
     from firebreak_exp.factory import env_kwargs
     from firebreak_exp.planners import DomiRankPlanner, FireFlowPlanner, RandomPlanner

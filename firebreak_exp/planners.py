@@ -373,11 +373,13 @@ class FireFlowPlanner(Planner):
         ignitions = np.asarray(ignitions, dtype=np.int64).reshape(-1, 2)
         live = _burnable(tile).ravel().copy()
         breaks = np.zeros(_burnable(tile).shape, dtype=bool)
-        untreated = np.isfinite(simulator.arrival_times(ignitions, breaks)).sum(axis=0).ravel()
+        arrival = simulator.arrival_times(ignitions, breaks)
+        untreated = np.isfinite(arrival).sum(axis=0).ravel()
         order, stamps = [], []
         while len(order) < num_breaks and live.any():
-            flow = fire_flow(simulator.arrival_times(ignitions, breaks)).ravel()
-            score = np.where(live, flow, -1.0)
+            if order:                 # the fires under the breaks so far (the first step reuses the untreated ones)
+                arrival = simulator.arrival_times(ignitions, breaks)
+            score = np.where(live, fire_flow(arrival).ravel(), -1.0)
             if score.max() <= 0:      # nothing reaches an unbroken cell any more: fill up
                 rest = np.flatnonzero(live)
                 rest = rest[np.lexsort((rest, -untreated[rest]))][:num_breaks - len(order)]
