@@ -3,6 +3,7 @@ value per cell, masked action selection, and a compact replay buffer.
 
 The learning step (``DQNAgent.update``) is written top to bottom in one place.
 """
+import functools
 from typing import Optional, Sequence
 
 import numpy as np
@@ -97,10 +98,36 @@ def cone_plan(cells: np.ndarray, height: int, width: int, dilations: Sequence[in
     """The gathers of :meth:`QNetwork.q_at`: per 3 x 3 layer, ``(taps, inside)``: int64 (B, K, 9) rows of
     the layer below's table flattened over the batch (the table holds all H*W cells, in order, for the first
     layer given, else the K cells the layer below computed), and bool (B, K, 9), false for taps outside the
-    tile (the convolution's zero padding) and for the padding rows that even out K over the batch. A
-    layer computes the cells its layer above reads; the last one only ``cells`` (K = 1)."""
-    batch, size = len(cells), height * width
+    tile (the convolution's zero padding) and for the padding rows that even out K over cells. A layer
+    computes the cells its layer above reads; the last one only ``cells`` (K = 1).
+
+    The cones depend only on the cell, so on grids up to 64 x 64 they are worked out once for every cell
+    (:func:`_cones_of_every_cell`) and a batch's plan is a selection of their rows.
+    """
     cells = np.asarray(cells, dtype=np.int64)
+    dilations = tuple(int(d) for d in dilations)
+    if height * width > CACHED_CONES_MAX_CELLS:
+        return [(taps, inside) for taps, inside, _ in _cones(cells, height, width, dilations)]
+    plan, below_rows = [], height * width
+    for taps, inside, rows in _cones_of_every_cell(height, width, dilations):
+        offsets = ((np.arange(len(cells)) - cells) * below_rows)[:, None, None]   # rebase cell -> batch row
+        plan.append((taps[cells] + offsets, inside[cells]))
+        below_rows = rows
+    return plan
+
+
+CACHED_CONES_MAX_CELLS = 64 * 64   # the every-cell table takes O((H*W)^2) bytes while it is built
+
+
+@functools.lru_cache(maxsize=4)
+def _cones_of_every_cell(height: int, width: int, dilations: tuple) -> list:
+    """:func:`_cones` of all H*W cells, cell c being batch row c."""
+    return _cones(np.arange(height * width, dtype=np.int64), height, width, dilations)
+
+
+def _cones(cells: np.ndarray, height: int, width: int, dilations: tuple) -> list:
+    """Per 3 x 3 layer, ``(taps, inside, K)`` for a batch of ``cells`` (see :func:`cone_plan`)."""
+    batch, size = len(cells), height * width
     need = np.zeros((len(dilations), batch, height, width), bool)
     need[-1, np.arange(batch), cells // width, cells % width] = True
     for layer in range(len(dilations) - 1, 0, -1):             # a layer's inputs are the outputs below it
@@ -132,7 +159,7 @@ def cone_plan(cells: np.ndarray, height: int, width: int, dilations: Sequence[in
                 tap = np.take_along_axis(below_rank, tap, axis=1)
             taps[:, :, k] = np.where(inside[:, :, k], tap, 0)
         taps += (np.arange(batch) * below_rows)[:, None, None]
-        plan.append((taps, inside))
+        plan.append((taps, inside, rows))
         below_rank = np.zeros((batch, size), np.int64)
         below_rank[b, j] = rank
         below_rows = rows
@@ -148,6 +175,11 @@ def action_mask(obs: torch.Tensor) -> torch.Tensor:
 def masked_argmax(q_values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Index of the largest Q-value among valid actions (0 when none is valid)."""
     return q_values.masked_fill(~mask, -torch.inf).argmax(dim=1)
+
+
+def masked_argmax_value(q_values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The largest Q-value among valid actions, per row (differentiable)."""
+    return q_values.masked_fill(~mask, -torch.inf).max(dim=1).values
 
 
 class ReplayBuffer:
@@ -171,6 +203,7 @@ class ReplayBuffer:
         self.actions = np.zeros(capacity, np.int64)
         self.rewards = np.zeros(capacity, np.float32)
         self.dones = np.zeros(capacity, bool)
+        self.expert = np.zeros(capacity, bool)          # an expert's demonstration (kept in the margin loss)
         self.burn_probability = np.zeros((capacity, 2, height, width), np.float16)  # [state, next state]
         self.fire_flow = np.zeros((capacity, 2, height, width), np.float16)
         self.fuel_breaks = np.zeros((capacity, 2, height, width), bool)
@@ -182,8 +215,9 @@ class ReplayBuffer:
     def __len__(self) -> int:
         return self.size
 
-    def add(self, obs, tile_index, actions, rewards, next_obs, dones) -> None:
-        """Add a batch of transitions; ``obs``/``next_obs`` are (N, C, H, W) observations of tile ``tile_index``."""
+    def add(self, obs, tile_index, actions, rewards, next_obs, dones, expert: bool = False) -> None:
+        """Add a batch of transitions; ``obs``/``next_obs`` are (N, C, H, W) observations of tile ``tile_index``;
+        ``expert`` marks them as an expert's demonstrations."""
         count = len(actions)
         if count == 0:
             return
@@ -198,6 +232,7 @@ class ReplayBuffer:
         self.tile_index[slots], self.actions[slots] = tiles[keep], np.asarray(actions).reshape(count)[keep]
         self.rewards[slots] = np.asarray(rewards).reshape(count)[keep]
         self.dones[slots] = np.asarray(dones).reshape(count)[keep]
+        self.expert[slots] = expert
         for j, o in enumerate((obs[keep], next_obs[keep])):
             self.burn_probability[slots, j] = o[:, BURN_PROBABILITY_CHANNEL]
             self.fire_flow[slots, j] = o[:, FIRE_FLOW_CHANNEL]
@@ -243,7 +278,7 @@ class ReplayBuffer:
         as_tensor = lambda a: torch.as_tensor(a, device=device)
         return {"obs": both[0].to(device), "actions": as_tensor(self.actions[slots]),
                 "rewards": as_tensor(self.rewards[slots]), "next_obs": both[1].to(device),
-                "dones": as_tensor(self.dones[slots].astype(np.float32))}
+                "dones": as_tensor(self.dones[slots].astype(np.float32)), "expert": as_tensor(self.expert[slots])}
 
     def state_dict(self) -> dict:
         """Arrays and counters, for checkpoints."""
@@ -251,7 +286,8 @@ class ReplayBuffer:
         return {"tile_keys": np.array(tiles, np.int64),
                 "tile_channels": np.stack([self.tiles[t] for t in tiles]) if tiles else np.zeros(0, np.float16),
                 "tile_index": self.tile_index, "actions": self.actions, "rewards": self.rewards,
-                "dones": self.dones, "burn_probability": self.burn_probability, "fire_flow": self.fire_flow,
+                "dones": self.dones, "expert": self.expert, "burn_probability": self.burn_probability,
+                "fire_flow": self.fire_flow,
                 "fuel_breaks": self.fuel_breaks, "budget": self.budget,
                 "position": np.array(self.position), "size": np.array(self.size)}
 
@@ -264,8 +300,55 @@ class ReplayBuffer:
         for name in ("tile_index", "actions", "rewards", "dones", "burn_probability", "fire_flow", "fuel_breaks",
                      "budget"):
             getattr(self, name)[...] = state[name]
+        self.expert[...] = state["expert"] if "expert" in state else False   # checkpoints before demonstrations
         self.position, self.size = int(state["position"]), int(state["size"])
         self._static_cache = None
+
+
+class NStepReturns:
+    """Turns each environment's steps into n-step transitions (s_t, a_t, r_t + g r_t+1 + ... + g^(n-1)
+    r_t+n-1, s_t+n): a break that only pays once a later one closes the line gets that reward n - 1 steps
+    sooner than through bootstrapping. At an episode's end the pending steps are flushed with their
+    truncated returns and ``done``; the learner bootstraps the others with gamma^n (``DQNAgent``)."""
+
+    def __init__(self, num_envs: int, n_step: int, gamma: float):
+        if n_step < 1:
+            raise ValueError(f"n_step must be a positive integer, got {n_step}")
+        self.n_step, self.gamma = int(n_step), float(gamma)
+        self.pending = [[] for _ in range(num_envs)]     # per env: (obs, tile_index, action, reward) of open steps
+
+    def push(self, obs, tile_index, actions, rewards, next_obs, dones) -> tuple:
+        """One vector step in; the transitions it completes out, as (obs, tile_index, actions, returns,
+        next_obs, dones) arrays (possibly empty)."""
+        out = []
+        for i, steps in enumerate(self.pending):
+            steps.append((np.array(obs[i]), int(tile_index[i]), int(actions[i]), float(rewards[i])))
+            finished = [0] if len(steps) == self.n_step else []
+            if dones[i]:
+                finished = range(len(steps))
+            for start in finished:
+                ret = sum(self.gamma ** k * step[3] for k, step in enumerate(steps[start:]))
+                out.append((*steps[start][:3], ret, next_obs[i], bool(dones[i])))
+            del steps[:len(finished)]
+        if not out:
+            empty = np.zeros((0,) + np.shape(obs)[1:], np.float32)
+            return empty, np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32), empty, np.zeros(0, bool)
+        columns = list(zip(*out))
+        return (np.stack(columns[0]), np.array(columns[1]), np.array(columns[2]), np.array(columns[3], np.float32),
+                np.stack(columns[4]), np.array(columns[5]))
+
+    def state_dict(self) -> dict:
+        """The open steps of every environment (arrays, for checkpoints)."""
+        return {"counts": np.array([len(steps) for steps in self.pending]),
+                "obs": [np.stack([s[0] for s in steps]) if steps else np.zeros(0, np.float32) for steps in self.pending],
+                "tile_index": [np.array([s[1] for s in steps], np.int64) for steps in self.pending],
+                "actions": [np.array([s[2] for s in steps], np.int64) for steps in self.pending],
+                "rewards": [np.array([s[3] for s in steps], np.float64) for steps in self.pending]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pending = [[(np.asarray(state["obs"][i][k]), int(state["tile_index"][i][k]), int(state["actions"][i][k]),
+                          float(state["rewards"][i][k])) for k in range(int(count))]
+                        for i, count in enumerate(state["counts"])]
 
 
 def _q_of(network: nn.Module, obs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
@@ -281,7 +364,8 @@ class DQNAgent:
     def __init__(self, obs_shape: tuple, channels: int = 16, num_layers: int = 5, lr: float = 1e-3,
                  gamma: float = 0.99, epsilon_start: float = 1.0, epsilon_end: float = 0.05,
                  epsilon_decay_steps: int = 2000, double_q: bool = True, target_update_interval: int = 200,
-                 max_grad_norm: float = 10.0, reward_scale: float = 1.0, device: str = "cpu", seed: int = 0,
+                 max_grad_norm: float = 10.0, reward_scale: float = 1.0, n_step: int = 1,
+                 expert_loss_weight: float = 0.0, expert_margin: float = 0.8, device: str = "cpu", seed: int = 0,
                  num_threads: Optional[int] = None, **_unused):
         torch.manual_seed(seed)
         self.device = resolve_device(device)
@@ -294,7 +378,8 @@ class DQNAgent:
             self.q_network.to(memory_format=torch.channels_last)
             self.target_network.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=lr)
-        self.gamma, self.double_q, self.reward_scale = gamma, double_q, reward_scale
+        self.gamma, self.double_q, self.reward_scale, self.n_step = gamma, double_q, reward_scale, int(n_step)
+        self.expert_loss_weight, self.expert_margin = float(expert_loss_weight), float(expert_margin)
         self.epsilon_start, self.epsilon_end, self.epsilon_decay_steps = epsilon_start, epsilon_end, epsilon_decay_steps
         self.target_update_interval, self.max_grad_norm = target_update_interval, max_grad_norm
         self.rng = np.random.default_rng(seed)
@@ -315,7 +400,10 @@ class DQNAgent:
         actions = np.zeros(len(obs), np.int64)
         greedy = np.flatnonzero(~explore)
         if len(greedy):
-            q_values = self.q_network(torch.as_tensor(np.asarray(obs)[greedy], device=self.device))
+            batch = torch.as_tensor(np.asarray(obs)[greedy], device=self.device)
+            if self.device.type == "cpu":   # the network's layout: no conversion inside every convolution
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            q_values = self.q_network(batch)
             valid = torch.as_tensor(masks[greedy], device=self.device)
             actions[greedy] = masked_argmax(q_values, valid).cpu().numpy()
         for i in np.flatnonzero(explore):
@@ -332,8 +420,9 @@ class DQNAgent:
         # Q(s, a) of the actions taken (on the actions' receptive cones only, see QNetwork.q_at).
         q_taken = _q_of(self.q_network, obs, actions)
 
-        # Target: c * r + gamma * Q_target(s', a*), a* = masked argmax of the online (double) or target
+        # Target: c * r + gamma^n * Q_target(s', a*), a* = masked argmax of the online (double) or target
         # network; c = reward_scale brings Q-values to O(1), the scale Adam's step and the Huber loss suit.
+        # With n-step returns (NStepReturns) r sums n discounted rewards and s' is n steps on.
         with torch.no_grad():
             next_mask = action_mask(next_obs)
             if self.double_q:
@@ -344,9 +433,21 @@ class DQNAgent:
                 best_next = masked_argmax(next_q_target, next_mask)
                 next_value = next_q_target.gather(1, best_next[:, None]).squeeze(1)
             next_value = torch.where(next_mask.any(dim=1), next_value, torch.zeros_like(next_value))
-            target = self.reward_scale * rewards + self.gamma * (1.0 - dones) * next_value
+            target = self.reward_scale * rewards + self.gamma ** self.n_step * (1.0 - dones) * next_value
 
         loss = F.smooth_l1_loss(q_taken, target)
+
+        # DQfD's large-margin loss (Hester et al., AAAI 2018) on the batch's expert demonstrations: every
+        # other valid cell must value at least `expert_margin` below the expert's, max_a [Q(s, a) + margin
+        # (a != a_E)] - Q(s, a_E) >= 0, so the greedy policy imitates the expert where TD alone is unsure.
+        expert = batch.get("expert")
+        if self.expert_loss_weight > 0 and expert is not None and bool(expert.any()):
+            expert_obs, expert_actions = obs[expert], actions[expert]
+            q_all = self.q_network(expert_obs)
+            margins = torch.full_like(q_all, self.expert_margin).scatter_(1, expert_actions[:, None], 0.0)
+            best = masked_argmax_value(q_all + margins, action_mask(expert_obs))
+            q_expert = q_all.gather(1, expert_actions[:, None]).squeeze(1)
+            loss = loss + self.expert_loss_weight * (best - q_expert).mean()
         self.optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(self.q_network.parameters(), self.max_grad_norm)

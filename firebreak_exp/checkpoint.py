@@ -20,7 +20,7 @@ class CheckpointError(ValueError):
 
 
 #: The replay buffer's per-transition arrays saved up to its size (the break masks are saved bit-packed).
-TRANSITION_KEYS = ("tile_index", "actions", "rewards", "dones", "burn_probability", "fire_flow", "budget")
+TRANSITION_KEYS = ("tile_index", "actions", "rewards", "dones", "expert", "burn_probability", "fire_flow", "budget")
 
 def _to_tensors(obj):
     """numpy arrays -> tensors, recursively, so that weights-only loading can read them."""
@@ -92,7 +92,7 @@ def load_checkpoint(path: os.PathLike, with_replay: bool = True) -> dict:
         breaks = np.zeros(shape, bool)
         breaks[:size] = np.unpackbits(packed, axis=-1, count=shape[-1]).astype(bool)
         replay["fuel_breaks"] = breaks
-        for key in TRANSITION_KEYS:
+        for key in (k for k in TRANSITION_KEYS if k in replay):   # "expert" is absent from older checkpoints
             full = np.zeros((shape[0],) + replay[key].shape[1:], replay[key].dtype)
             full[:size] = replay[key][:size]
             replay[key] = full

@@ -84,6 +84,9 @@ class AgentConfig:
     target_update_interval: int = 200    # learner updates between target-network copies
     max_grad_norm: float = 10.0
     reward_scale: float = 100.0          # rewards x this in the TD target: % of burnable cells, Q-values O(1)
+    n_step: int = 1                      # rewards summed per transition before bootstrapping
+    expert_loss_weight: float = 0.0      # DQfD margin loss on expert memories (0 = TD loss only)
+    expert_margin: float = 0.8           # how far (Q units) the expert's cell must out-value the others
     device: str = "cpu"                  # cpu | cuda | auto
     num_threads: Optional[int] = 1       # torch CPU threads of the learner; None = torch's default (all cores)
 

@@ -41,19 +41,24 @@ SimulatorFactory = Callable[..., "FireSimulator"]
 SPREAD_AZIMUTHS = tuple(range(0, 360, 45))   # degrees clockwise from north
 
 
-def spread_rate_channels(tile: Tile, scenario: Scenario) -> np.ndarray:
+def spread_rate_channels(tile: Tile, scenario: Scenario, simulator: Optional[FireSimulator] = None) -> np.ndarray:
     """float32 (2, H, W): pyretechnics' spread rate of a front heading with the wind, and its mean over 8
     directions, as log10(1 + m/min) / 2 (0 for a standing fire, 1 at 99 m/min). They tell the network
-    how the weather drives fire through each cell, which the fuel groups only hint at."""
+    how the weather drives fire through each cell, which the fuel groups only hint at. A ``simulator`` of
+    this tile and scenario lends the rates it has already computed (:meth:`FireSimulator.spread_rates`)."""
     heading = (scenario.wind_direction + 180.0) % 360.0
-    rates = directional_spread_rates(tile, scenario, [heading, *SPREAD_AZIMUTHS])
+    azimuths = [heading, *SPREAD_AZIMUTHS]
+    if simulator is not None and simulator.tile is tile and simulator.scenario == scenario:
+        rates = simulator.spread_rates(azimuths)
+    else:
+        rates = directional_spread_rates(tile, scenario, azimuths)
     scaled = np.log10(1.0 + np.maximum(rates, 0.0)) / 2.0
     return np.stack([scaled[0], scaled[1:].mean(axis=0)]).astype(np.float32)
 
 
-def static_channels(tile: Tile, scenario: Scenario) -> np.ndarray:
+def static_channels(tile: Tile, scenario: Scenario, simulator: Optional[FireSimulator] = None) -> np.ndarray:
     """The tile's landscape and its fire behaviour under ``scenario`` as float32 (NUM_STATIC_CHANNELS, H, W),
-    each channel scaled to about [-3, 3]."""
+    each channel scaled to about [-3, 3] (``simulator``: see :func:`spread_rate_channels`)."""
     elevation = tile.elevation - tile.elevation.mean()
     elevation = elevation / max(float(elevation.std()), 1.0)
     flat = tile.aspect < 0
@@ -69,7 +74,7 @@ def static_channels(tile: Tile, scenario: Scenario) -> np.ndarray:
         tile.canopy_base_height / 10.0,       # m / 10
         tile.canopy_bulk_density / 0.3,       # kg/m³ / 0.3
         *np.moveaxis(fuel_one_hot, -1, 0),
-        *spread_rate_channels(tile, scenario),
+        *spread_rate_channels(tile, scenario, simulator),
     ]
     stacked = np.stack(channels).astype(np.float32)
     return np.clip(stacked, -OBSERVATION_BOUND, OBSERVATION_BOUND)
@@ -238,7 +243,8 @@ class FuelBreakEnv(gym.Env):
 
     def _observation(self) -> np.ndarray:
         if self.tile_index not in self._static:
-            self._static[self.tile_index] = static_channels(self.landscapes[self.tile_index], self.scenario)
+            self._static[self.tile_index] = static_channels(self.landscapes[self.tile_index], self.scenario,
+                                                            self.simulator(self.tile_index))
         remaining = np.full(self.grid_shape, 1.0 - self.steps_taken / self.budget, np.float32)
         dynamic = np.stack([self.burn_probability, self.fire_flow, self.fuel_breaks.astype(np.float32), remaining])
         return np.concatenate([self._static[self.tile_index], dynamic])

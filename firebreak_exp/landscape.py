@@ -165,10 +165,13 @@ class Tile:
         """(H, W) in cells."""
         return tuple(self.elevation.shape)
 
-    @property
+    @functools.cached_property
     def burnable(self) -> np.ndarray:
-        """bool (H, W): True where the fuel model is not a non-burnable (NB) code."""
-        return ~np.isin(self.fuel_model, list(NON_BURNABLE_CODES))
+        """bool (H, W), read-only: True where the fuel model is not a non-burnable (NB) code (computed once:
+        the environment asks at every step)."""
+        burnable = ~np.isin(self.fuel_model, list(NON_BURNABLE_CODES))
+        burnable.setflags(write=False)
+        return burnable
 
 
 @dataclass

@@ -214,17 +214,25 @@ def memory_observations(memories: dict, which: int = 0, slots: Optional[np.ndarr
     return np.concatenate([static.astype(np.float32), dynamic], axis=1)
 
 
-def fill_replay(replay, memories: dict, chunk_size: int = 256) -> int:
-    """Add every memory transition to ``replay`` (``ReplayBuffer.add``); returns how many were added."""
+def fill_replay(replay, memories: dict, chunk_size: int = 256, n_step: int = 1, gamma: float = 0.99) -> int:
+    """Add every memory transition to ``replay`` (``ReplayBuffer.add``), as ``n_step``-step transitions
+    (:class:`~firebreak_exp.agent.NStepReturns`, the memories' episodes being stored in order) when
+    ``n_step`` > 1; returns how many were added."""
+    from firebreak_exp.agent import NStepReturns
     count = len(memories["actions"])
     if count > replay.capacity:
         log.warning("%d expert transitions exceed the replay capacity %d: the oldest are overwritten",
                     count, replay.capacity)
+    n_step_returns = NStepReturns(1, n_step, gamma)
     for start in range(0, count, chunk_size):
         slots = np.arange(start, min(count, start + chunk_size))
-        replay.add(memory_observations(memories, 0, slots), memories["tile_index"][slots],
-                   memories["actions"][slots], memories["rewards"][slots],
-                   memory_observations(memories, 1, slots), memories["dones"][slots])
+        columns = (memory_observations(memories, 0, slots), memories["tile_index"][slots], memories["actions"][slots],
+                   memories["rewards"][slots], memory_observations(memories, 1, slots), memories["dones"][slots])
+        if n_step == 1:
+            replay.add(*columns, expert=True)
+            continue
+        for k in range(len(slots)):
+            replay.add(*n_step_returns.push(*(column[k:k + 1] for column in columns)), expert=True)
     return count
 
 

@@ -234,6 +234,16 @@ class FireSimulator:
         self.burnable = _burnable_mask(tile.fuel_model)
         self.burnable.flags.writeable = False
         self.num_burnable = int(self.burnable.sum())
+        self._spread_rates: dict = {}   # (azimuth, surface_lw_ratio_model) -> float64 (H, W) m/min
+
+    def spread_rates(self, azimuths: Sequence[float], surface_lw_ratio_model: str = "behave") -> np.ndarray:
+        """:func:`directional_spread_rates` of this tile and scenario, each azimuth computed once per
+        simulator (the travel-time graph and the environment's spread-rate channels share them)."""
+        missing = [float(a) for a in azimuths if (float(a), surface_lw_ratio_model) not in self._spread_rates]
+        if missing:
+            rates = directional_spread_rates(self.tile, self.scenario, missing, surface_lw_ratio_model)
+            self._spread_rates.update({(a, surface_lw_ratio_model): rate for a, rate in zip(missing, rates)})
+        return np.stack([self._spread_rates[(float(a), surface_lw_ratio_model)] for a in azimuths])
 
     def arrival_times(self, ignitions: np.ndarray, fuel_breaks: Optional[np.ndarray] = None) -> np.ndarray:
         """float64 (k, H, W): minutes from each ignition until the fire reaches a cell, inf where it does not
@@ -533,7 +543,7 @@ class TravelTimeSimulator(FireSimulator):
         offsets = _KING_OFFSETS + (_KNIGHT_OFFSETS if neighbours == 16 else ())
         edge_azimuths = [_offset_azimuth(dr, dc) for dr, dc in offsets]
         sample_azimuths = np.arange(self.num_azimuths) * (360.0 / self.num_azimuths)
-        normal = directional_spread_rates(tile, self.scenario, sample_azimuths, surface_lw_ratio_model)
+        normal = self.spread_rates(sample_azimuths, surface_lw_ratio_model)
         layers = _tile_layers(tile)                            # flat-aspect cleaned slope/aspect
         ray = ray_spread_rates(normal, sample_azimuths, _from_pyretechnics(layers["slope"]),
                                _from_pyretechnics(layers["aspect"]), edge_azimuths)

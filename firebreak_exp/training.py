@@ -10,7 +10,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from firebreak_exp.agent import DQNAgent, ReplayBuffer
+from firebreak_exp.agent import DQNAgent, NStepReturns, ReplayBuffer
 from firebreak_exp.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from firebreak_exp.factory import make_vector_env
 from firebreak_exp.vectorization import VectorizedFireEnv
@@ -25,6 +25,7 @@ class ParallelExperienceCollector:
     def __init__(self, vec_env: VectorizedFireEnv, agent: DQNAgent, replay: ReplayBuffer,
                  batch_size: int = 64, learning_starts: int = 200, seed: Optional[int] = None):
         self.vec_env, self.agent, self.replay = vec_env, agent, replay
+        self.n_step = NStepReturns(vec_env.num_envs, agent.n_step, agent.gamma)
         self.batch_size, self.learning_starts = batch_size, learning_starts
         self.obs, self.infos = vec_env.reset(seed=seed)
         self.total_experiences = 0
@@ -52,7 +53,8 @@ class ParallelExperienceCollector:
             next_obs, rewards, terminations, truncations, infos = self.vec_env.wait_for_results()
             self._steps += 1
             final_next = np.where(infos["_final_obs"][:, None, None, None], infos["final_obs"], next_obs)
-            self.replay.add(self.obs, self.infos["tile_index"], actions, rewards, final_next, terminations)
+            self.replay.add(*self.n_step.push(self.obs, self.infos["tile_index"], actions, rewards, final_next,
+                                              terminations))
             self.obs, self.infos = next_obs, infos
             self.total_experiences += len(actions)
             if len(self.replay) >= self.learning_starts:
@@ -76,12 +78,15 @@ class ParallelExperienceCollector:
     def state_dict(self) -> dict:
         """Counters and every environment's mid-episode state, for checkpoints."""
         return {"total_experiences": self.total_experiences, "total_updates": self.total_updates,
-                "update_credit": self.update_credit, "env_states": self.vec_env.get_env_states()}
+                "update_credit": self.update_credit, "env_states": self.vec_env.get_env_states(),
+                "n_step": self.n_step.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         self.total_experiences = int(state["total_experiences"])
         self.total_updates = int(state["total_updates"])
         self.update_credit = float(state["update_credit"])
+        if "n_step" in state:
+            self.n_step.load_state_dict(state["n_step"])
         self.obs, self.infos = self.vec_env.set_env_states(state["env_states"])
 
 
@@ -169,7 +174,7 @@ class ParallelFuelBreakTrainer:
         """Pre-fill the buffer with expert transitions and run ``pretrain_steps`` updates on them."""
         from firebreak_exp.memories import fill_replay, load_or_generate_expert_memories, memory_stats
         memories = load_or_generate_expert_memories(self.cfg)
-        fill_replay(replay, memories)
+        fill_replay(replay, memories, n_step=agent.n_step, gamma=agent.gamma)
         losses = [agent.update(replay.sample(self.cfg.agent.batch_size, agent.device))
                   for _ in range(self.cfg.trainer.pretrain_steps)]
         self._log({**memory_stats(memories), **({"pretrain_loss": float(np.mean(losses[-50:]))} if losses else {})}, 0)
@@ -182,8 +187,7 @@ class ParallelFuelBreakTrainer:
                                            "updates": collector.total_updates},
                 "rng": {"numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                         "python": random.getstate(), "replay": replay.rng.bit_generator.state},
-                "network": {"in_channels": agent.q_network.in_channels, "channels": agent.q_network.channels,
-                            "num_layers": agent.q_network.num_layers}}
+                "network": network_shape(agent)}
 
     def _periodic_checkpoint(self, loop, agent, replay, collector) -> None:
         """Every ``checkpoint_frequency`` episodes: ``episode_N.pt``, ``last.pt``, and ``best.pt`` if better."""
@@ -259,10 +263,15 @@ class IterativeFuelBreakTrainer(ParallelFuelBreakTrainer):
         super().__init__(cfg, run_dir, tracker, resume)
 
 
+def network_shape(agent: DQNAgent) -> dict:
+    """What a checkpoint's Q-network weights must fit: input channels, width, depth."""
+    network = agent.q_network
+    return {"in_channels": network.in_channels, "channels": network.channels, "num_layers": network.num_layers}
+
+
 def check_network_shape(state: dict, agent: DQNAgent, path: os.PathLike) -> None:
     """CheckpointError if the checkpoint's Q-network differs in shape from ``agent``'s."""
-    expected = {"in_channels": agent.q_network.in_channels, "channels": agent.q_network.channels,
-                "num_layers": agent.q_network.num_layers}
+    expected = network_shape(agent)
     found = {k: int(v) for k, v in state["network"].items()}
     if found != expected:
         raise CheckpointError(f"checkpoint {path} holds a Q-network {found}, but the config builds {expected}")

@@ -1,9 +1,9 @@
-"""The DQN learner: masked actions, the Double-DQN target by hand, compact replay."""
+"""The DQN learner: masked actions, the Double-DQN target by hand, n-step returns, compact replay."""
 import numpy as np
 import pytest
 import torch
 
-from firebreak_exp.agent import DQNAgent, ReplayBuffer, action_mask, masked_argmax
+from firebreak_exp.agent import DQNAgent, NStepReturns, ReplayBuffer, action_mask, masked_argmax
 from firebreak_exp.environment import (BUDGET_CHANNEL, BURN_PROBABILITY_CHANNEL, CHANNELS, FIRE_FLOW_CHANNEL,
                                        FUEL_BREAK_CHANNEL, NON_BURNABLE_CHANNEL, NUM_STATIC_CHANNELS)
 
@@ -68,6 +68,56 @@ def test_double_dqn_target_matches_hand_computation():
     agent.double_q = False
     plain = torch.nn.functional.smooth_l1_loss(q_taken, torch.tensor([27.5, 0.1 + 0.9 * 30, 0.2])).item()
     assert agent.update(batch) == pytest.approx(plain, rel=1e-6)
+
+
+def test_expert_margin_loss_matches_hand_computation():
+    agent = DQNAgent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.0, seed=0,
+                     expert_loss_weight=0.5, expert_margin=0.8)
+    agent.q_network, agent.target_network = _FixedQ([1.0, 5.0, 3.0]), _FixedQ([0.0, 0.0, 0.0])
+    agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
+    obs = torch.zeros(2, len(CHANNELS), 1, 3)
+    obs[1, FUEL_BREAK_CHANNEL, 0, 1] = 1            # demonstration 1: cell 1 is already broken
+    batch = {"obs": obs, "actions": torch.tensor([0, 2]), "rewards": torch.tensor([1.0, 3.0]),
+             "next_obs": torch.zeros(2, len(CHANNELS), 1, 3), "dones": torch.tensor([1.0, 1.0]),
+             "expert": torch.tensor([True, True])}
+    td = torch.nn.functional.smooth_l1_loss(torch.tensor([1.0, 3.0]), torch.tensor([1.0, 3.0])).item()  # 0
+    # demo 0 (a_E = 0): max(1, 5 + 0.8, 3 + 0.8) - 1 = 4.8; demo 1 (a_E = 2, cell 1 masked): max(1.8, 3) - 3 = 0
+    assert agent.update(batch) == pytest.approx(td + 0.5 * (4.8 + 0.0) / 2)
+    batch["expert"] = torch.tensor([False, False])   # no demonstrations in the batch: TD loss only
+    assert agent.update(batch) == pytest.approx(td)
+
+
+def test_n_step_returns_sum_rewards_and_flush_at_episode_end():
+    # two environments, n = 3, gamma = 0.5; env 0 ends after 4 steps, env 1 after 2
+    n_step = NStepReturns(num_envs=2, n_step=3, gamma=0.5)
+    obs = lambda t: np.full((2, 1, 1, 1), t, np.float32)           # the state's value is its time step
+    rewards = [(1.0, 10.0), (2.0, 20.0), (4.0, 1.0), (8.0, 2.0)]
+    dones = [(False, False), (False, True), (False, False), (True, False)]
+    emitted = []
+    for t, (reward, done) in enumerate(zip(rewards, dones)):
+        if t == 2:   # checkpoint mid-stream: the open steps survive a round trip
+            restored = NStepReturns(num_envs=2, n_step=3, gamma=0.5)
+            restored.load_state_dict({k: v for k, v in n_step.state_dict().items()})
+            n_step = restored
+        o, tiles, actions, returns, next_o, d = n_step.push(obs(t), [7, 8], [t, t], reward, obs(t + 1), done)
+        emitted += [(int(a), int(o_[0, 0, 0]), float(r), int(n_[0, 0, 0]), bool(x))
+                    for a, o_, r, n_, x in zip(actions, o, returns, next_o, d)]
+    # (action, state step, return, next state step, done)
+    assert sorted(emitted) == sorted([
+        (0, 0, 10.0 + 0.5 * 20.0, 2, True), (1, 1, 20.0, 2, True),          # env 1's episode flushed at t = 1
+        (0, 0, 1.0 + 0.5 * 2.0 + 0.25 * 4.0, 3, False),                      # env 0: a full 3-step return
+        (1, 1, 2.0 + 0.5 * 4.0 + 0.25 * 8.0, 4, True),                       # env 0's end flushes the rest
+        (2, 2, 4.0 + 0.5 * 8.0, 4, True), (3, 3, 8.0, 4, True)])
+    # env 1's second episode (steps 2 and 3) is still open: 2 pending steps, nothing emitted for it
+    assert [len(p) for p in n_step.pending] == [0, 2]
+    # the learner bootstraps non-terminal n-step transitions with gamma ** n
+    agent = DQNAgent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.5, n_step=3, seed=0)
+    agent.q_network, agent.target_network = _FixedQ([0.0, 0.0, 0.0]), _FixedQ([8.0, 8.0, 8.0])
+    agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
+    batch = {"obs": torch.zeros(1, len(CHANNELS), 1, 3), "actions": torch.tensor([0]), "rewards": torch.tensor([0.0]),
+             "next_obs": torch.zeros(1, len(CHANNELS), 1, 3), "dones": torch.tensor([0.0])}
+    assert agent.update(batch) == pytest.approx(torch.nn.functional.smooth_l1_loss(
+        torch.tensor([0.0]), torch.tensor([0.125 * 8.0])).item())
 
 
 def test_replay_buffer_round_trips_observations_compactly():

@@ -162,6 +162,27 @@ def test_q_values_on_receptive_cones_equal_the_dense_network(height, width, laye
         torch.testing.assert_close(cone_grad, dense_grad, atol=1e-4, rtol=1e-3)
 
 
+def test_cone_plans_from_the_every_cell_table_equal_the_direct_ones(monkeypatch):
+    import numpy as np
+    from firebreak_exp import agent
+
+    cells = np.array([0, 624, 312, 312, 30, 599])                   # corners, a repeat, edges
+    cached = agent.cone_plan(cells, 25, 25, [2, 4, 8, 16])
+    monkeypatch.setattr(agent, "CACHED_CONES_MAX_CELLS", 0)          # grids above it plan per batch
+    direct = agent.cone_plan(cells, 25, 25, [2, 4, 8, 16])
+    below, direct_below = 625, 625                                  # rows per batch entry of the table below
+    for (taps, inside), (direct_taps, direct_inside) in zip(cached, direct):
+        rows = direct_taps.shape[1]                                 # the table pads every cell to the widest cone
+        assert not inside[:, rows:].any()
+        np.testing.assert_array_equal(inside[:, :rows], direct_inside)
+        for plan_taps, own_below in ((taps[:, :rows], below), (direct_taps, direct_below)):
+            assert (np.where(direct_inside, plan_taps // own_below, np.arange(len(cells))[:, None, None])
+                    == np.arange(len(cells))[:, None, None]).all()  # each cell reads its own batch entry
+        np.testing.assert_array_equal(np.where(direct_inside, taps[:, :rows] % below, 0),
+                                      np.where(direct_inside, direct_taps % direct_below, 0))
+        below, direct_below = taps.shape[1], rows
+
+
 def test_update_loss_matches_the_dense_double_dqn_computation():
     import numpy as np
     import torch

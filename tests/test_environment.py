@@ -125,3 +125,18 @@ def test_reward_is_measured_on_unseen_fires(make_cfg):
     obs, info = env.reset(seed=11, options={"tile_index": env.tile_index, "ignitions": given})
     assert env.hidden_ignitions is None and np.array_equal(env.ignitions, given)
     assert np.allclose(obs[BURN_PROBABILITY_CHANNEL], burned(given, np.zeros(env.grid_shape, bool))[0].mean(axis=0))
+
+
+def test_static_channels_reuse_the_simulators_spread_rates(make_cfg):
+    from firebreak_exp.environment import static_channels
+    from firebreak_exp.simulation import TravelTimeSimulator, directional_spread_rates
+
+    env = make_env(make_cfg())
+    tile, scenario = env.landscapes[0], env.scenario
+    simulator = TravelTimeSimulator(tile, scenario)             # computed 32 azimuths for its graph
+    assert set(simulator._spread_rates) >= {(90.0, "behave"), (45.0, "behave")}
+    np.testing.assert_array_equal(simulator.spread_rates([90.0, 45.0]),
+                                  directional_spread_rates(tile, scenario, [90.0, 45.0]))
+    np.testing.assert_array_equal(static_channels(tile, scenario, simulator), static_channels(tile, scenario))
+    other = TravelTimeSimulator(env.landscapes[1], scenario)    # another tile's rates are never borrowed
+    np.testing.assert_array_equal(static_channels(tile, scenario, other), static_channels(tile, scenario))

@@ -76,7 +76,8 @@ def test_truncated_last_checkpoint_falls_back_to_the_previous_one(tmp_path):
     state_dir = tmp_path / "run" / "checkpoints"
     from firebreak_exp.checkpoint import save_checkpoint
     replay = {"tile_index": torch.zeros(4).numpy(), "actions": torch.zeros(4).numpy(), "rewards": torch.zeros(4).numpy(),
-              "dones": torch.zeros(4).bool().numpy(), "burn_probability": torch.zeros(4, 2, 3, 3).half().numpy(),
+              "dones": torch.zeros(4).bool().numpy(), "expert": torch.zeros(4).bool().numpy(),
+              "burn_probability": torch.zeros(4, 2, 3, 3).half().numpy(),
               "fire_flow": torch.zeros(4, 2, 3, 3).half().numpy(),
               "fuel_breaks": torch.zeros(4, 2, 3, 3).bool().numpy(), "budget": torch.zeros(4, 2).numpy(),
               "position": 0, "size": 0}
