@@ -85,7 +85,7 @@ class AgentConfig:
     max_grad_norm: float = 10.0
     reward_scale: float = 100.0          # rewards x this in the TD target: % of burnable cells, Q-values O(1)
     n_step: int = 1                      # rewards summed per transition before bootstrapping
-    expert_loss_weight: float = 0.0      # DQfD margin loss on expert memories (0 = TD loss only)
+    expert_loss_weight: float = 1.0      # DQfD margin loss on expert memories (0 = TD loss only)
     expert_margin: float = 0.8           # how far (Q units) the expert's cell must out-value the others
     device: str = "cpu"                  # cpu | cuda | auto
     num_threads: Optional[int] = 1       # torch CPU threads of the learner; None = torch's default (all cores)
@@ -100,11 +100,11 @@ class TrainerConfig:
     learning_starts: int = 500           # transitions in the buffer before updates begin
     checkpoint_frequency: int = 50       # episodes between periodic checkpoints
     eval_episodes: int = 8               # held-out tiles scored at the end (policy vs baselines)
-    expert_memories: int = 0             # expert episodes turned into replay transitions (0 = none)
-    expert_planner: str = "domirank"     # the expert: domirank (the seed's) | flow
+    expert_memories: int = 112           # expert episodes turned into replay transitions (0 = none)
+    expert_planner: str = "flow"         # the expert: flow | domirank (the seed's)
     memory_simulations: int = 8          # ignitions simulated per expert episode's rewards
     regenerate_memories: bool = False    # rebuild the cached expert memories under outputs/
-    pretrain_steps: int = 0              # learner updates on expert memories before exploration
+    pretrain_steps: int = 500            # learner updates on expert memories before exploration
     progress: bool = True                # progress bar (quiet when not on a terminal)
     deterministic: bool = False          # True: bit-identical resumes (turns off oneDNN convolutions, slower)
 

@@ -8,7 +8,7 @@ from firebreak_exp.factory import build_landscapes, env_kwargs
 from firebreak_exp.memories import (MEMORY_SEED_OFFSET, fill_replay, load_or_generate_expert_memories,
                                     memory_observations, memory_path, memory_stats)
 
-OVERRIDES = ("trainer.expert_memories=3", "trainer.memory_simulations=2")
+OVERRIDES = ("trainer.expert_memories=3", "trainer.memory_simulations=2", "trainer.expert_planner=domirank")
 
 
 @pytest.fixture
