@@ -195,6 +195,11 @@ class ReplayBuffer:
     to torch without a copy; the convolutions run channels-last on the CPU.
     """
 
+    #: The per-transition arrays (what checkpoints save up to ``size``); ``expert`` may be absent from
+    #: checkpoints written before demonstrations were marked.
+    TRANSITION_ARRAYS = ("tile_index", "actions", "rewards", "dones", "expert", "burn_probability", "fire_flow",
+                         "fuel_breaks", "budget")
+
     def __init__(self, capacity: int, obs_shape: tuple, seed: int = 0):
         _, height, width = obs_shape
         self.capacity, self.obs_shape = int(capacity), tuple(obs_shape)
@@ -297,10 +302,11 @@ class ReplayBuffer:
                              f"{state['fuel_breaks'].shape[2:]} does not fit capacity {self.capacity}, "
                              f"grid {self.obs_shape[1:]}")
         self.tiles = {int(t): c for t, c in zip(state["tile_keys"], state["tile_channels"])}
-        for name in ("tile_index", "actions", "rewards", "dones", "burn_probability", "fire_flow", "fuel_breaks",
-                     "budget"):
-            getattr(self, name)[...] = state[name]
-        self.expert[...] = state["expert"] if "expert" in state else False   # checkpoints before demonstrations
+        for name in self.TRANSITION_ARRAYS:
+            if name == "expert" and name not in state:   # a checkpoint from before demonstrations were marked
+                self.expert[...] = False
+            else:
+                getattr(self, name)[...] = state[name]
         self.position, self.size = int(state["position"]), int(state["size"])
         self._static_cache = None
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from firebreak_exp.agent import ReplayBuffer
+
 REPLAY_SUFFIX = ".replay.npz"
 
 
@@ -20,7 +22,8 @@ class CheckpointError(ValueError):
 
 
 #: The replay buffer's per-transition arrays saved up to its size (the break masks are saved bit-packed).
-TRANSITION_KEYS = ("tile_index", "actions", "rewards", "dones", "expert", "burn_probability", "fire_flow", "budget")
+TRANSITION_KEYS = tuple(k for k in ReplayBuffer.TRANSITION_ARRAYS if k != "fuel_breaks")
+
 
 def _to_tensors(obj):
     """numpy arrays -> tensors, recursively, so that weights-only loading can read them."""

@@ -91,7 +91,7 @@ def generate_expert_memories(cfg, episodes: int, sigma_fraction: float = 0.5, sy
     from firebreak_exp.environment import (BUDGET_CHANNEL, BURN_PROBABILITY_CHANNEL, FIRE_FLOW_CHANNEL,
                                            FUEL_BREAK_CHANNEL, NUM_STATIC_CHANNELS, FuelBreakEnv)
     from firebreak_exp.factory import build_landscapes, env_kwargs
-    from firebreak_exp.planners import DomiRankPlanner, FireFlowPlanner
+    from firebreak_exp.planners import make_planner
 
     if episodes < 1:
         raise ValueError(f"expert memories need at least one episode, got {episodes}")
@@ -100,7 +100,7 @@ def generate_expert_memories(cfg, episodes: int, sigma_fraction: float = 0.5, sy
     kwargs["scenario"] = dataclasses.replace(kwargs["scenario"], num_ignitions=int(cfg.trainer.memory_simulations))
     env = FuelBreakEnv(train, **kwargs)
     expert = expert_settings(cfg, sigma_fraction, symmetric)
-    planner = DomiRankPlanner(sigma_fraction, symmetric) if expert["name"] == "domirank" else FireFlowPlanner()
+    planner = make_planner(**expert)
     static, rows = {}, {k: [] for k in ("tile_index", "actions", "rewards", "dones", "burn_probability",
                                         "fire_flow", "fuel_breaks", "budget", "episode")}
     episode_rows = {k: [] for k in ("episode_tile", "episode_return", "initial_burned_fraction",
