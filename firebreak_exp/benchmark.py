@@ -43,6 +43,7 @@ and says so in its notes.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -115,10 +116,11 @@ class BenchmarkSettings:
     collector_threads: int = 1           # torch threads of the main process while collecting
     recommend_tolerance: float = 0.05    # fewer environments win when within this fraction of the best
     recommendation_file: Optional[str] = None  # where num_envs=auto looks; None = do not write one
-    # env settings per simulator name on top of ``env`` (a pyretechnics fire takes ~0.2 s: its environments
-    # evaluate as conf/experiment/pyretechnics.yaml trains, shown fires only, every 1 % of burnable cells)
+    # env settings per simulator name on top of ``env``, ``num_ignitions`` on top of ``scenario`` (a
+    # pyretechnics fire takes ~0.2 s: its environments evaluate as conf/experiment/pyretechnics.yaml trains,
+    # 8 shown fires only, every 1 % of burnable cells)
     env_overrides: Dict[str, Any] = field(default_factory=lambda: {
-        "pyretechnics": {"reward_ignitions": None, "percentage_increment": 1.0}})
+        "pyretechnics": {"reward_ignitions": None, "percentage_increment": 1.0, "num_ignitions": 8}})
     learner: LearnerSettings = field(default_factory=LearnerSettings)
     end_to_end: EndToEndSettings = field(default_factory=EndToEndSettings)
     fidelity: FidelitySettings = field(default_factory=FidelitySettings)
@@ -863,7 +865,11 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
 
     def env_kwargs_for(simulator: str) -> dict:
         """The environments' keyword arguments with ``simulator`` and its ``benchmark.env_overrides``."""
-        return {**base_kwargs, **bench.env_overrides.get(simulator, {}), "simulator_factory": factories[simulator]}
+        overrides = dict(bench.env_overrides.get(simulator, {}))
+        scenario = base_kwargs["scenario"]
+        if "num_ignitions" in overrides:      # the fires an episode shows belong to the scenario
+            scenario = dataclasses.replace(scenario, num_ignitions=int(overrides.pop("num_ignitions")))
+        return {**base_kwargs, **overrides, "scenario": scenario, "simulator_factory": factories[simulator]}
     backends = [resolve_backend(b) for b in bench.backends]
     backends = sorted(dict.fromkeys(backends), key=lambda b: b != "sequential")   # sequential first
     num_envs_list = sorted(dict.fromkeys(int(n) for n in bench.num_envs))

@@ -40,7 +40,7 @@ class ScenarioConfig:
     fuel_moisture_live_woody: float = 0.60
     foliar_moisture: float = 0.80
     burn_duration: float = 840.0         # minutes
-    num_ignitions: int = 8               # ignitions per evaluation
+    num_ignitions: int = 32              # fires shown per episode (and planning fires of the baselines)
 
 
 @dataclass
@@ -102,7 +102,7 @@ class TrainerConfig:
     eval_episodes: int = 8               # held-out tiles scored at the end (policy vs baselines)
     expert_memories: int = 112           # expert episodes turned into replay transitions (0 = none)
     expert_planner: str = "flow"         # the expert: flow | domirank (the seed's)
-    memory_simulations: int = 8          # ignitions simulated per expert episode's rewards
+    memory_simulations: int = 32         # fires each expert episode shows (conf: scenario.num_ignitions)
     regenerate_memories: bool = False    # rebuild the cached expert memories under outputs/
     pretrain_steps: int = 500            # learner updates on expert memories before exploration
     progress: bool = True                # progress bar (quiet when not on a terminal)

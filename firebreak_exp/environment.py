@@ -18,7 +18,7 @@ import gymnasium as gym
 import numpy as np
 
 from firebreak_exp.landscape import FUEL_GROUPS, Tile, fuel_group_index
-from firebreak_exp.simulation import FireSimulator, Scenario, directional_spread_rates, fire_flow
+from firebreak_exp.simulation import FireSimulator, Scenario, TrackedFires, directional_spread_rates
 
 STATIC_CHANNELS = (
     "elevation", "slope", "aspect_sin", "aspect_cos", "canopy_cover", "canopy_height",
@@ -147,6 +147,7 @@ class FuelBreakEnv(gym.Env):
         self.fuel_breaks = np.zeros(self.grid_shape, dtype=bool)
         self.steps_taken = 0
         self.episode_return = 0.0
+        self._track_fires()
         self._evaluate()
         self.initial_burned_fraction = self.burned_fraction
         return self._observation(), self._info()
@@ -211,6 +212,7 @@ class FuelBreakEnv(gym.Env):
         self.steps_taken, self.budget, self.evaluation_interval = (int(v) for v in state["counters"])
         self.burned_fraction, self.initial_burned_fraction, self.episode_return = (
             float(v) for v in state["fractions"])
+        self._track_fires()
         return self._observation(), self._info()
 
     # -- internals ---------------------------------------------------------------------------
@@ -221,21 +223,29 @@ class FuelBreakEnv(gym.Env):
                 tile=self.landscapes[tile_index], scenario=self.scenario)
         return self._simulators[tile_index]
 
-    def _arrival_times(self, ignitions: np.ndarray) -> np.ndarray:
+    def _track_fires(self) -> None:
+        """Follow this episode's shown and reward fires from scratch (at reset and after set_state)."""
+        simulator = self.simulator(self.tile_index)
+        self._shown = TrackedFires(simulator, self.ignitions)
+        self._hidden = None if self.hidden_ignitions is None else TrackedFires(simulator, self.hidden_ignitions,
+                                                                                with_flows=False)
+
+    def _effective_breaks(self, ignitions: np.ndarray) -> np.ndarray:
         # A break on an ignition point does not stop that fire: the reward must come from blocking
         # spread, not from deleting the episode's (known) ignitions, which fresh fires would not share.
         effective_breaks = self.fuel_breaks.copy()
         effective_breaks[ignitions[:, 0], ignitions[:, 1]] = False
-        return self.simulator(self.tile_index).arrival_times(ignitions, effective_breaks)
+        return effective_breaks
 
     def _evaluate(self) -> None:
-        arrival = self._arrival_times(self.ignitions)
-        maps = np.isfinite(arrival)
+        shown = self._shown.update(self._effective_breaks(self.ignitions))
+        maps = np.isfinite(shown.arrival)
         num_burnable = self.landscapes[self.tile_index].burnable.sum()
         self.burn_probability = maps.mean(axis=0, dtype=np.float32)
-        self.fire_flow = fire_flow(arrival) * np.float32(100.0 / max(num_burnable, 1))   # % of burnable cells
-        if self.hidden_ignitions is not None:
-            maps = np.isfinite(self._arrival_times(self.hidden_ignitions))
+        flow = shown.flows.mean(axis=0).astype(np.float32)             # fire_flow(shown.arrival)
+        self.fire_flow = flow * np.float32(100.0 / max(num_burnable, 1))   # % of burnable cells
+        if self._hidden is not None:
+            maps = np.isfinite(self._hidden.update(self._effective_breaks(self.hidden_ignitions)).arrival)
         self.burned_fraction = float(maps.sum(axis=(1, 2)).mean() / num_burnable)
 
     def _action_mask(self) -> np.ndarray:

@@ -226,6 +226,9 @@ class FireSimulator:
     """
 
     name: str = "base"
+    #: True when a break can only change fires that burned its cell or one of the 8 neighbours (what
+    #: :class:`TrackedFires` relies on); the level-set reference gives no such guarantee.
+    local_breaks: bool = False
 
     def __init__(self, tile, scenario: Optional[Scenario] = None):
         self.tile = tile
@@ -522,6 +525,9 @@ class TravelTimeSimulator(FireSimulator):
     """
 
     name = "travel_time"
+    # A move needs its end cells and the cells it crosses, all within one king move of the burned cell it
+    # leaves; and a break where no fire arrives within the burn duration only cuts paths already too long.
+    local_breaks = True
 
     def __init__(self, tile, scenario: Optional[Scenario] = None, rate_factor: Optional[float] = None,
                  neighbours: int = 16, num_azimuths: int = 32, surface_lw_ratio_model: str = "behave",
@@ -629,35 +635,82 @@ def fire_flow(arrival: np.ndarray) -> np.ndarray:
     Ignition cells (the roots) get 0, as a break there does not stop its fire. The flow is an upper bound
     on the cells a break there would save: a fire may reroute around it.
     """
+    arrival = np.asarray(arrival)
+    if len(arrival) == 0:
+        return np.zeros(arrival.shape[1:], np.float32)
+    return fire_flows(arrival).mean(axis=0).astype(np.float32)
+
+
+def fire_flows(arrival: np.ndarray) -> np.ndarray:
+    """float64 (k, H, W): :func:`fire_flow` of each fire on its own."""
     arrival = np.asarray(arrival, dtype=np.float64)
     fires, height, width = arrival.shape
     size = height * width
     padded = np.pad(arrival, ((0, 0), (1, 1), (1, 1)), constant_values=np.inf)
-    best, parent = arrival.copy(), np.full(arrival.shape, -1, np.int64)
-    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    best = arrival.copy()
+    step = np.zeros(arrival.shape, np.int64)                    # flat offset to the parent; 0 = none
     for dr in (-1, 0, 1):
         for dc in (-1, 0, 1):
             if dr == 0 and dc == 0:
                 continue
             neighbour = padded[:, 1 + dr:1 + dr + height, 1 + dc:1 + dc + width]
             earlier = neighbour < best
-            best = np.where(earlier, neighbour, best)
-            parent = np.where(earlier, (rows + dr) * width + (cols + dc), parent)
-    burned = np.isfinite(arrival).reshape(fires, size)
-    parent = parent.reshape(fires, size)
-    offsets = np.arange(fires)[:, None] * size                  # indices into all fires' cells at once
-    flat_parent = np.where(burned & (parent >= 0), parent + offsets, -1).ravel()
-    flow = burned.ravel().astype(np.float64)
-    node = flat_parent[burned.ravel()]
+            np.copyto(best, neighbour, where=earlier)
+            np.copyto(step, dr * width + dc, where=earlier)
+    burned = np.isfinite(arrival).ravel()
+    step = step.ravel()
+    has_parent = burned & (step != 0)
+    flat_parent = np.where(has_parent, np.arange(fires * size) + step, -1)   # indices into all fires' cells
+    flow = burned.astype(np.float64)
+    node = flat_parent[burned]
     node = node[node >= 0]
     while node.size:                           # every burned cell adds 1 to each of its ancestors
         flow += np.bincount(node, minlength=flow.size)
         node = flat_parent[node]
         node = node[node >= 0]
-    roots = burned.ravel() & (flat_parent < 0)
-    flow[roots] = 0.0
-    return flow.reshape(fires, height, width).mean(axis=0).astype(np.float32) if fires else \
-        np.zeros((height, width), np.float32)
+    flow[burned & ~has_parent] = 0.0           # the roots
+    return flow.reshape(fires, height, width)
+
+
+class TrackedFires:
+    """A fixed set of fires followed while fuel breaks are added (an episode's shown and reward fires).
+
+    :meth:`update` brings ``arrival`` (float64 (k, H, W) minutes, as :meth:`FireSimulator.arrival_times`)
+    and, with ``with_flows``, ``flows`` (:func:`fire_flows`) to the given breaks. On a simulator with
+    ``local_breaks`` only the fires that burned a newly broken cell or one of its 8 neighbours are simulated
+    again; otherwise, or when a break was taken away, every fire is. Either way the result is what
+    simulating every fire under the breaks gives.
+    """
+
+    def __init__(self, simulator: FireSimulator, ignitions: np.ndarray, with_flows: bool = True):
+        self.simulator = simulator
+        self.ignitions = np.asarray(ignitions, dtype=np.int64).reshape(-1, 2)
+        self.with_flows = bool(with_flows)
+        self.arrival: Optional[np.ndarray] = None
+        self.flows: Optional[np.ndarray] = None
+        self.breaks: Optional[np.ndarray] = None
+
+    def _changed_fires(self, breaks: np.ndarray) -> np.ndarray:
+        if self.arrival is None or not self.simulator.local_breaks or (self.breaks & ~breaks).any():
+            return np.arange(len(self.ignitions))
+        burned = np.isfinite(self.arrival)
+        changed = np.zeros(len(self.ignitions), bool)
+        for r, c in zip(*np.nonzero(breaks & ~self.breaks)):
+            changed |= burned[:, max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].any(axis=(1, 2))
+        return np.flatnonzero(changed)
+
+    def update(self, breaks: np.ndarray) -> "TrackedFires":
+        breaks = np.asarray(breaks, dtype=bool)
+        changed = self._changed_fires(breaks)
+        if self.arrival is None:
+            self.arrival = self.simulator.arrival_times(self.ignitions, breaks)
+            self.flows = fire_flows(self.arrival) if self.with_flows else None
+        elif len(changed):
+            self.arrival[changed] = self.simulator.arrival_times(self.ignitions[changed], breaks)
+            if self.with_flows:
+                self.flows[changed] = fire_flows(self.arrival[changed])
+        self.breaks = breaks.copy()
+        return self
 
 
 SIMULATORS = {"pyretechnics": PyretechnicsSimulator, "travel_time": TravelTimeSimulator}

@@ -13,8 +13,10 @@ from firebreak_exp.simulation import (
     FireSimulator,
     PyretechnicsSimulator,
     Scenario,
+    TrackedFires,
     TravelTimeSimulator,
     compare_simulators,
+    fire_flows,
     fit_rate_factor,
     ray_spread_rates,
 )
@@ -131,6 +133,36 @@ def test_no_mutation_and_deterministic(sim, untreated, meadow):
     np.testing.assert_array_equal(meadow.fuel_model, fuel_before)
     np.testing.assert_array_equal(breaks, breaks_before)
     np.testing.assert_array_equal(sim.burn_maps(ignitions), maps)   # identical after a treated run too
+
+
+def test_tracked_fires_resimulate_only_the_fires_a_new_break_can_change(meadow):
+    """Travel time: after each new break, the tracked fires equal all fires simulated again, and only the
+    fires that burned the broken cell or a neighbour were simulated."""
+    sim = TravelTimeSimulator(meadow, Scenario(burn_duration=240.0))
+    rng = np.random.default_rng(5)
+    burnable = np.flatnonzero(sim.burnable)
+    ignitions = np.column_stack(np.unravel_index(rng.choice(burnable, 12, replace=False), sim.shape))
+    calls = []
+    sim.arrival_times = lambda ign, breaks=None, f=sim.arrival_times: calls.append(len(ign)) or f(ign, breaks)
+    tracked = TrackedFires(sim, ignitions)
+    breaks = np.zeros(sim.shape, bool)
+    tracked.update(breaks)
+    simulated = []
+    for cell in rng.choice(burnable, 20, replace=False):
+        burned = np.isfinite(tracked.arrival)
+        r, c = divmod(int(cell), sim.shape[1])
+        near = burned[:, max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].any(axis=(1, 2)).sum()
+        breaks.flat[cell] = True
+        before = len(calls)
+        tracked.update(breaks)
+        assert calls[before:] == ([near] if near else [])
+        expected = sim.arrival_times(ignitions, breaks)
+        assert np.array_equal(tracked.arrival, expected)
+        assert np.array_equal(tracked.flows, fire_flows(expected))
+        simulated.append(near)
+    assert 0 < sum(simulated) < 20 * len(ignitions)       # fewer fires than all 12 after every break
+    tracked.update(np.zeros(sim.shape, bool))            # breaks taken away: every fire again
+    assert calls[-1] == len(ignitions) and np.array_equal(tracked.arrival, sim.arrival_times(ignitions))
 
 
 def test_wind_from_the_north_pushes_the_fire_south(meadow):
