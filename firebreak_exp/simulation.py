@@ -62,7 +62,8 @@ class Scenario:
     Units: ``wind_speed`` km/h at 10 m; ``wind_direction`` degrees clockwise from north the wind blows
     FROM (pyretechnics' ``upwind_direction``; 270 = westerly wind, fires run east); fuel and foliar
     moistures kg water / kg oven-dry fuel; ``burn_duration`` minutes each fire burns; ``num_ignitions``
-    ignitions per evaluation (used by the environment, not by the simulators).
+    fires an episode shows (used by the environment, not by the simulators; 8 here, as the tests and
+    ``experiment=pyretechnics`` use, and 32 in the default config, ``conf/scenario/dry_summer.yaml``).
 
     The defaults are a dry, windy late-summer day with cured herbaceous fuel. LANDFIRE's northern-hardwood
     timber-litter fuels (TL5/TL6, most of Worcester, VT) spread at well under 1 m/min under their canopy
