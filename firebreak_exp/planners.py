@@ -29,9 +29,11 @@ from typing import Optional
 
 import numpy as np
 
+from firebreak_exp.simulation import king_dilation
+
 __all__ = ["Planner", "NoTreatmentPlanner", "RandomPlanner", "DomiRankPlanner", "GreedyPlanner",
            "FireFlowPlanner", "PolicyPlanner", "spread_network", "smallest_eigenvalue", "domirank", "domirank_scores",
-           "king_dilation", "make_planner", "PLANNERS"]
+           "make_planner", "PLANNERS"]
 
 #: The 8 king-move offsets (d_row, d_col) of the spread network; row 0 is the northern edge.
 KING_OFFSETS = ((-1, 0), (-1, 1), (0, 1), (1, 1), (1, 0), (1, -1), (0, -1), (-1, -1))
@@ -243,18 +245,6 @@ class DomiRankPlanner(Planner):
 # ---------------------------------------------------------------------------------------------------------
 # Greedy
 # ---------------------------------------------------------------------------------------------------------
-
-def king_dilation(maps: np.ndarray) -> np.ndarray:
-    """bool (k, H, W): the cells of ``maps`` and their 8 neighbours."""
-    maps = np.asarray(maps, dtype=bool)
-    padded = np.pad(maps, ((0, 0), (1, 1), (1, 1)))
-    rows, cols = maps.shape[-2:]
-    out = np.zeros_like(maps)
-    for dr in (0, 1, 2):
-        for dc in (0, 1, 2):
-            out |= padded[:, dr:dr + rows, dc:dc + cols]
-    return out
-
 
 class GreedyPlanner(Planner):
     """Adds, at each step, the cell whose break most reduces the simulated burned area over ``ignitions``.

@@ -673,6 +673,19 @@ def fire_flows(arrival: np.ndarray) -> np.ndarray:
     return flow.reshape(fires, height, width)
 
 
+def king_dilation(maps: np.ndarray) -> np.ndarray:
+    """bool (k, H, W): the cells of ``maps`` and their 8 neighbours. Of burn maps, the cells where a break can
+    change each fire on a simulator with ``local_breaks``."""
+    maps = np.asarray(maps, dtype=bool)
+    padded = np.pad(maps, ((0, 0), (1, 1), (1, 1)))
+    rows, cols = maps.shape[-2:]
+    out = np.zeros_like(maps)
+    for dr in (0, 1, 2):
+        for dc in (0, 1, 2):
+            out |= padded[:, dr:dr + rows, dc:dc + cols]
+    return out
+
+
 class TrackedFires:
     """A fixed set of fires followed while fuel breaks are added (an episode's shown and reward fires).
 
@@ -694,11 +707,10 @@ class TrackedFires:
     def _changed_fires(self, breaks: np.ndarray) -> np.ndarray:
         if self.arrival is None or not self.simulator.local_breaks or (self.breaks & ~breaks).any():
             return np.arange(len(self.ignitions))
-        burned = np.isfinite(self.arrival)
-        changed = np.zeros(len(self.ignitions), bool)
-        for r, c in zip(*np.nonzero(breaks & ~self.breaks)):
-            changed |= burned[:, max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].any(axis=(1, 2))
-        return np.flatnonzero(changed)
+        new = breaks & ~self.breaks
+        if not new.any():
+            return np.zeros(0, np.int64)
+        return np.flatnonzero(king_dilation(np.isfinite(self.arrival))[:, new].any(axis=1))
 
     def update(self, breaks: np.ndarray) -> "TrackedFires":
         breaks = np.asarray(breaks, dtype=bool)
