@@ -1,5 +1,6 @@
-"""Double DQN for fuel-break placement: a fully-convolutional Q-network with one
-value per cell, masked action selection, and a compact replay buffer.
+"""Deep Q-learning for fuel-break placement: a fully-convolutional Q-network with one
+value per cell, masked action selection, and a compact replay buffer. Targets are Monte
+Carlo returns by default (``n_step=None``) or n-step Double DQN targets.
 
 The learning step (``DQNAgent.update``) is written top to bottom in one place.
 """
@@ -315,12 +316,13 @@ class NStepReturns:
     """Turns each environment's steps into n-step transitions (s_t, a_t, r_t + g r_t+1 + ... + g^(n-1)
     r_t+n-1, s_t+n): a break that only pays once a later one closes the line gets that reward n - 1 steps
     sooner than through bootstrapping. At an episode's end the pending steps are flushed with their
-    truncated returns and ``done``; the learner bootstraps the others with gamma^n (``DQNAgent``)."""
+    truncated returns and ``done``; the learner bootstraps the others with gamma^n (``DQNAgent``).
+    ``n_step=None`` keeps every step until its episode ends: Monte Carlo returns, nothing bootstrapped."""
 
-    def __init__(self, num_envs: int, n_step: int, gamma: float):
-        if n_step < 1:
-            raise ValueError(f"n_step must be a positive integer, got {n_step}")
-        self.n_step, self.gamma = int(n_step), float(gamma)
+    def __init__(self, num_envs: int, n_step: Optional[int], gamma: float):
+        if n_step is not None and int(n_step) < 1:
+            raise ValueError(f"n_step must be a positive integer or None (Monte Carlo returns), got {n_step}")
+        self.n_step, self.gamma = None if n_step is None else int(n_step), float(gamma)
         self.pending = [[] for _ in range(num_envs)]     # per env: (obs, tile_index, action, reward) of open steps
 
     def push(self, obs, tile_index, actions, rewards, next_obs, dones) -> tuple:
@@ -329,7 +331,7 @@ class NStepReturns:
         out = []
         for i, steps in enumerate(self.pending):
             steps.append((np.array(obs[i]), int(tile_index[i]), int(actions[i]), float(rewards[i])))
-            finished = [0] if len(steps) == self.n_step else []
+            finished = [0] if self.n_step is not None and len(steps) == self.n_step else []
             if dones[i]:
                 finished = range(len(steps))
             for start in finished:
@@ -365,12 +367,13 @@ def _q_of(network: nn.Module, obs: torch.Tensor, cells: torch.Tensor) -> torch.T
 
 
 class DQNAgent:
-    """Double DQN with a target network, Huber loss, Adam and a linear epsilon schedule."""
+    """Q-learning on Monte Carlo returns or n-step Double DQN targets (with a target network), Huber loss,
+    Adam, DQfD's margin loss on expert demonstrations and a linear epsilon schedule."""
 
     def __init__(self, obs_shape: tuple, channels: int = 16, num_layers: int = 5, lr: float = 1e-3,
                  gamma: float = 0.99, epsilon_start: float = 1.0, epsilon_end: float = 0.05,
                  epsilon_decay_steps: int = 2000, double_q: bool = True, target_update_interval: int = 200,
-                 max_grad_norm: float = 10.0, reward_scale: float = 1.0, n_step: int = 1,
+                 max_grad_norm: float = 10.0, reward_scale: float = 1.0, n_step: Optional[int] = 1,
                  expert_loss_weight: float = 0.0, expert_margin: float = 0.8, device: str = "cpu", seed: int = 0,
                  num_threads: Optional[int] = None, **_unused):
         torch.manual_seed(seed)
@@ -384,7 +387,8 @@ class DQNAgent:
             self.q_network.to(memory_format=torch.channels_last)
             self.target_network.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=lr)
-        self.gamma, self.double_q, self.reward_scale, self.n_step = gamma, double_q, reward_scale, int(n_step)
+        self.gamma, self.double_q, self.reward_scale = gamma, double_q, reward_scale
+        self.n_step = None if n_step is None else int(n_step)   # None: Monte Carlo returns (NStepReturns)
         self.expert_loss_weight, self.expert_margin = float(expert_loss_weight), float(expert_margin)
         self.epsilon_start, self.epsilon_end, self.epsilon_decay_steps = epsilon_start, epsilon_end, epsilon_decay_steps
         self.target_update_interval, self.max_grad_norm = target_update_interval, max_grad_norm
@@ -428,18 +432,27 @@ class DQNAgent:
 
         # Target: c * r + gamma^n * Q_target(s', a*), a* = masked argmax of the online (double) or target
         # network; c = reward_scale brings Q-values to O(1), the scale Adam's step and the Huber loss suit.
-        # With n-step returns (NStepReturns) r sums n discounted rewards and s' is n steps on.
+        # With n-step returns (NStepReturns) r sums n discounted rewards and s' is n steps on; with Monte
+        # Carlo returns (n_step None) r is the whole rest of the episode and every transition is terminal.
+        # Terminal transitions (done) have no next value: only the others' next states are evaluated.
         with torch.no_grad():
-            next_mask = action_mask(next_obs)
-            if self.double_q:
-                best_next = masked_argmax(self.q_network(next_obs), next_mask)
-                next_value = _q_of(self.target_network, next_obs, best_next)
-            else:
-                next_q_target = self.target_network(next_obs)
-                best_next = masked_argmax(next_q_target, next_mask)
-                next_value = next_q_target.gather(1, best_next[:, None]).squeeze(1)
-            next_value = torch.where(next_mask.any(dim=1), next_value, torch.zeros_like(next_value))
-            target = self.reward_scale * rewards + self.gamma ** self.n_step * (1.0 - dones) * next_value
+            next_value = torch.zeros_like(rewards)
+            bootstrap = (dones == 0) & (self.n_step is not None)
+            if bool(bootstrap.any()):
+                if not bool(bootstrap.all()):
+                    next_obs = next_obs[bootstrap]
+                    if next_obs.device.type == "cpu":   # the networks' channels-last layout
+                        next_obs = next_obs.contiguous(memory_format=torch.channels_last)
+                next_mask = action_mask(next_obs)
+                if self.double_q:
+                    best_next = masked_argmax(self.q_network(next_obs), next_mask)
+                    value = _q_of(self.target_network, next_obs, best_next)
+                else:
+                    next_q_target = self.target_network(next_obs)
+                    best_next = masked_argmax(next_q_target, next_mask)
+                    value = next_q_target.gather(1, best_next[:, None]).squeeze(1)
+                next_value[bootstrap] = torch.where(next_mask.any(dim=1), value, torch.zeros_like(value))
+            target = self.reward_scale * rewards + self.gamma ** (self.n_step or 0) * next_value
 
         loss = F.smooth_l1_loss(q_taken, target)
 

@@ -70,7 +70,7 @@ class ParallelConfig:
 
 @dataclass
 class AgentConfig:
-    """Double DQN learner (firebreak_exp.agent.DQNAgent)."""
+    """Deep Q-learning learner (firebreak_exp.agent.DQNAgent)."""
     channels: int = 16                   # conv width of the Q-network
     num_layers: int = 5                  # conv layers (dilations 1, 2, 4, ... widen the view)
     lr: float = 1e-3
@@ -84,7 +84,7 @@ class AgentConfig:
     target_update_interval: int = 200    # learner updates between target-network copies
     max_grad_norm: float = 10.0
     reward_scale: float = 100.0          # rewards x this in the TD target: % of burnable cells, Q-values O(1)
-    n_step: int = 1                      # rewards summed per transition before bootstrapping
+    n_step: Optional[int] = None         # rewards summed per transition before bootstrapping; None: Monte Carlo
     expert_loss_weight: float = 1.0      # DQfD margin loss on expert memories (0 = TD loss only)
     expert_margin: float = 0.8           # how far (Q units) the expert's cell must out-value the others
     device: str = "cpu"                  # cpu | cuda | auto

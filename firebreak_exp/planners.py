@@ -12,7 +12,7 @@ environment would show; ``simulator`` is the tile's :class:`~firebreak_exp.simul
 * :class:`GreedyPlanner` - adds, one at a time, the cell whose break most reduces the simulated expected
   burned area over the planning ignitions: the quality reference (expensive: a simulation per candidate).
 * :class:`FireFlowPlanner` - adds, one at a time, the cell with the most fire flow (the burned cells the
-  planning fires reach through it, :func:`~firebreak_exp.simulation.fire_flow`): a cheap stand-in for
+  planning fires reach through it on their spread trees, :func:`~firebreak_exp.simulation.fire_flow`): a cheap stand-in for
   greedy (one simulation of the planning fires per break), in the spirit of Finney's major fire paths.
 * :class:`PolicyPlanner` - a trained agent run greedily (masked argmax) through the FuelBreakEnv MDP.
 
@@ -350,8 +350,9 @@ class GreedyPlanner(Planner):
 
 class FireFlowPlanner(Planner):
     """Adds, at each step, the unbroken burnable cell with the most fire flow under the current breaks: the
-    mean over the planning fires of the burned cells each fire reaches through it (an upper bound on what a
-    break there saves; greedy measures the exact saving at a simulation per candidate). Ties go to the
+    mean over the planning fires of the burned cells each fire reaches through it on its spread trees
+    (:func:`~firebreak_exp.simulation.fire_flows`; an upper bound on what a break there saves; greedy
+    measures the exact saving at a simulation per candidate). Ties go to the
     lower flat index; when no fire reaches an unbroken cell the rest follow the untreated burn counts.
     """
 
@@ -369,7 +370,7 @@ class FireFlowPlanner(Planner):
         while len(order) < num_breaks and live.any():
             if order:                 # the fires under the breaks so far (the first step reuses the untreated ones)
                 arrival = simulator.arrival_times(ignitions, breaks)
-            score = np.where(live, fire_flow(arrival).ravel(), -1.0)
+            score = np.where(live, fire_flow(arrival, simulator.spread_graph()).ravel(), -1.0)
             if score.max() <= 0:      # nothing reaches an unbroken cell any more: fill up
                 rest = np.flatnonzero(live)
                 rest = rest[np.lexsort((rest, -untreated[rest]))][:num_breaks - len(order)]

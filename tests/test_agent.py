@@ -70,6 +70,23 @@ def test_double_dqn_target_matches_hand_computation():
     assert agent.update(batch) == pytest.approx(plain, rel=1e-6)
 
 
+def test_terminal_transitions_are_not_bootstrapped_and_their_next_states_not_evaluated():
+    agent = DQNAgent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.9, seed=0)
+    agent.q_network, agent.target_network = _FixedQ([1.0, 5.0, 3.0]), _FixedQ([10.0, 20.0, 30.0])
+    agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
+    seen = []
+    agent.target_network.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[0]))
+    batch = {"obs": torch.zeros(3, len(CHANNELS), 1, 3), "actions": torch.tensor([0, 1, 2]),
+             "rewards": torch.tensor([0.5, 0.1, 0.2]), "next_obs": torch.zeros(3, len(CHANNELS), 1, 3),
+             "dones": torch.tensor([1.0, 0.0, 1.0])}
+    # y = (0.5, 0.1 + 0.9 * 20, 0.2): the done rows' valid next states add nothing
+    expected = torch.nn.functional.smooth_l1_loss(torch.tensor([1.0, 5.0, 3.0]), torch.tensor([0.5, 18.1, 0.2]))
+    assert agent.update(batch) == pytest.approx(expected.item(), rel=1e-6) and seen == [1]
+    batch["dones"] = torch.ones(3)                 # all terminal: no next state is evaluated at all
+    expected = torch.nn.functional.smooth_l1_loss(torch.tensor([1.0, 5.0, 3.0]), torch.tensor([0.5, 0.1, 0.2]))
+    assert agent.update(batch) == pytest.approx(expected.item(), rel=1e-6) and seen == [1]
+
+
 def test_expert_margin_loss_matches_hand_computation():
     agent = DQNAgent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.0, seed=0,
                      expert_loss_weight=0.5, expert_margin=0.8)
@@ -118,6 +135,25 @@ def test_n_step_returns_sum_rewards_and_flush_at_episode_end():
              "next_obs": torch.zeros(1, len(CHANNELS), 1, 3), "dones": torch.tensor([0.0])}
     assert agent.update(batch) == pytest.approx(torch.nn.functional.smooth_l1_loss(
         torch.tensor([0.0]), torch.tensor([0.125 * 8.0])).item())
+
+
+def test_monte_carlo_returns_run_to_the_episode_end_and_are_never_bootstrapped():
+    returns = NStepReturns(num_envs=1, n_step=None, gamma=0.5)
+    obs = lambda t: np.full((1, 1, 1, 1), t, np.float32)
+    for t, reward in enumerate((1.0, 2.0, 4.0)):
+        out = returns.push(obs(t), [0], [t], [reward], obs(t + 1), [t == 2])
+        assert len(out[2]) == (3 if t == 2 else 0)            # nothing leaves before the episode ends
+    actions, rewards, next_obs, dones = out[2], out[3], out[4], out[5]
+    assert actions.tolist() == [0, 1, 2] and rewards.tolist() == [1.0 + 1.0 + 1.0, 2.0 + 2.0, 4.0]
+    assert dones.all() and (next_obs == 3).all()
+    agent = DQNAgent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.5, n_step=None, seed=0)
+    agent.q_network, agent.target_network = _FixedQ([0.0, 0.0, 0.0]), _FixedQ([8.0, 8.0, 8.0])
+    agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
+    batch = {"obs": torch.zeros(1, len(CHANNELS), 1, 3), "actions": torch.tensor([0]), "rewards": torch.tensor([3.0]),
+             "next_obs": torch.zeros(1, len(CHANNELS), 1, 3), "dones": torch.tensor([0.0])}
+    # even a transition not marked done (none is, with Monte Carlo returns) adds no next value
+    assert agent.update(batch) == pytest.approx(torch.nn.functional.smooth_l1_loss(
+        torch.tensor([0.0]), torch.tensor([3.0])).item())
 
 
 def test_replay_buffer_round_trips_observations_compactly():

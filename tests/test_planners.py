@@ -141,11 +141,11 @@ def test_flow_planner_breaks_the_cell_most_fire_passes_through(setting):
     planner = FireFlowPlanner()
     plan = planner.plan(tile, sim, scenario, 4, ignitions, np.random.default_rng(0))
     _valid_plan(plan, tile, 4)
-    flow = fire_flow(sim.arrival_times(ignitions)).ravel()
+    flow = fire_flow(sim.arrival_times(ignitions), sim.spread_graph()).ravel()
     assert plan[0] == int(np.argmax(np.where(tile.burnable.ravel(), flow, -1)))
     breaks = np.zeros(tile.shape, bool)
     breaks.flat[plan[0]] = True
-    flow = fire_flow(sim.arrival_times(ignitions, breaks)).ravel()   # the next pick: flow after the first break
+    flow = fire_flow(sim.arrival_times(ignitions, breaks), sim.spread_graph()).ravel()   # the next pick: flow after the first break
     assert plan[1] == int(np.argmax(np.where(tile.burnable.ravel() & ~breaks.ravel(), flow, -1)))
     # breaking where the fires run saves more burned area than breaking at random
     burned = lambda cells: sim.burn_maps(ignitions, np.isin(np.arange(tile.burnable.size), cells).reshape(tile.shape)).sum()
