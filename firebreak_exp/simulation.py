@@ -751,7 +751,7 @@ def path_tree_flows(arrival: np.ndarray, graph: SpreadGraph) -> np.ndarray:
 
 @functools.lru_cache(maxsize=None)
 def _compiled(function):
-    """``numba.njit(cache=True)`` of ``function`` (numba comes with pyretechnics; imported when first needed)."""
+    """``numba.njit(cache=True)`` of ``function`` (numba imported when first needed)."""
     import numba
     return numba.njit(cache=True)(function)
 
