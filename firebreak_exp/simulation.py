@@ -681,9 +681,9 @@ def fire_flows(arrival: np.ndarray, graph: Optional[SpreadGraph] = None) -> np.n
     on two spread trees and averaged: the king tree (:func:`king_tree_flows`) and, with the simulator's
     ``graph``, the path tree (:func:`path_tree_flows`); without a graph the king tree alone.
 
-    Either count is an upper bound on what a break saves when the fire cannot reroute; they err in different
-    places (the king tree ignores knight moves, the path tree follows one path per cell), and a cell both
-    trees rank high carries the fire on most routes. Breaking at the averaged count's maximum saved more
+    Either count is what a break there saves if the fire finds no other way round (an upper bound when it
+    does); they err in different places (the king tree ignores knight moves, the path tree follows the
+    fastest paths only), and a cell both trees rank high carries the fire on most routes. Breaking at the averaged count's maximum saved more
     than either alone, on the training and on the held-out tiles of both default landscapes (docs/tuning.md).
     """
     kings = king_tree_flows(arrival)
@@ -744,8 +744,8 @@ def path_tree_flows(arrival: np.ndarray, graph: SpreadGraph) -> np.ndarray:
         burned = np.flatnonzero(np.isfinite(times))
         if len(burned) > 1:
             order = burned[np.argsort(times[burned], kind="stable")]
-            _compiled(_path_tree_counts)(order, times, graph.source, graph.minutes, graph.start, PATH_TIE_MINUTES,
-                              flows[fire])
+            count = _compiled(_path_tree_counts)
+            count(order, times, graph.source, graph.minutes, graph.start, PATH_TIE_MINUTES, flows[fire])
     return flows.reshape(fires, height, width)
 
 
