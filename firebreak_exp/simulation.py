@@ -686,46 +686,19 @@ def fire_flows(arrival: np.ndarray, graph: Optional[SpreadGraph] = None) -> np.n
     fastest paths only), and a cell both trees rank high carries the fire on most routes. Breaking at the averaged count's maximum saved more
     than either alone, on the training and on the held-out tiles of both default landscapes (docs/tuning.md).
     """
-    kings = king_tree_flows(arrival)
-    if graph is None:
-        return kings
-    return 0.5 * (kings + path_tree_flows(arrival, graph))
+    flows = _tree_flows(arrival, graph)
+    return flows[0] if graph is None else 0.5 * (flows[0] + flows[1])
 
 
 def king_tree_flows(arrival: np.ndarray) -> np.ndarray:
     """float64 (k, H, W): per fire, how many burned cells it reaches *through* each cell on its king tree.
 
-    Each burned cell's parent is its earliest-burning king neighbour that burned strictly before it; a cell's
-    flow counts it and its descendants. Ignition cells (the roots) get 0, as a break there does not stop
-    its fire.
+    Each burned cell's parent is its earliest-burning king neighbour that burned strictly before it (the
+    first in row-major neighbour order among equals); a cell's flow counts it and its descendants. Cells
+    without a parent (the ignition, and cells a knight move reached before any king neighbour burned) are
+    roots and get 0, as a break there does not stop its fire.
     """
-    arrival = np.asarray(arrival, dtype=np.float64)
-    fires, height, width = arrival.shape
-    size = height * width
-    padded = np.pad(arrival, ((0, 0), (1, 1), (1, 1)), constant_values=np.inf)
-    best = arrival.copy()
-    step = np.zeros(arrival.shape, np.int64)                    # flat offset to the parent; 0 = none
-    for dr in (-1, 0, 1):
-        for dc in (-1, 0, 1):
-            if dr == 0 and dc == 0:
-                continue
-            neighbour = padded[:, 1 + dr:1 + dr + height, 1 + dc:1 + dc + width]
-            earlier = neighbour < best
-            np.copyto(best, neighbour, where=earlier)
-            np.copyto(step, dr * width + dc, where=earlier)
-    burned = np.isfinite(arrival).ravel()
-    step = step.ravel()
-    has_parent = burned & (step != 0)
-    flat_parent = np.where(has_parent, np.arange(fires * size) + step, -1)   # indices into all fires' cells
-    flow = burned.astype(np.float64)
-    node = flat_parent[burned]
-    node = node[node >= 0]
-    while node.size:                           # every burned cell adds 1 to each of its ancestors
-        flow += np.bincount(node, minlength=flow.size)
-        node = flat_parent[node]
-        node = node[node >= 0]
-    flow[burned & ~has_parent] = 0.0           # the roots
-    return flow.reshape(fires, height, width)
+    return _tree_flows(arrival, None)[0]
 
 
 def path_tree_flows(arrival: np.ndarray, graph: SpreadGraph) -> np.ndarray:
@@ -736,17 +709,20 @@ def path_tree_flows(arrival: np.ndarray, graph: SpreadGraph) -> np.ndarray:
     immediate dominator). Cells no move explains (the ignition's neighbours, reached from the ignition
     cell's edge) hang from the ignition, which gets 0.
     """
-    arrival = np.asarray(arrival, dtype=np.float64)
-    fires, height, width = arrival.shape
-    flows = np.zeros((fires, height * width))
-    for fire in range(fires):
-        times = arrival[fire].ravel()
-        burned = np.flatnonzero(np.isfinite(times))
-        if len(burned) > 1:
-            order = burned[np.argsort(times[burned], kind="stable")]
-            count = _compiled(_path_tree_counts)
-            count(order, times, graph.source, graph.minutes, graph.start, PATH_TIE_MINUTES, flows[fire])
-    return flows.reshape(fires, height, width)
+    return _tree_flows(arrival, graph)[1]
+
+
+def _tree_flows(arrival: np.ndarray, graph: Optional[SpreadGraph]) -> np.ndarray:
+    """float64 (trees, k, H, W): the king tree's flows and, with ``graph``, the path tree's."""
+    arrival = np.ascontiguousarray(arrival, dtype=np.float64)
+    if graph is None:
+        graph = SpreadGraph(np.zeros(0, np.int64), np.zeros(0), np.zeros(arrival[0].size + 1, np.int64))
+        trees = 1
+    else:
+        trees = 2
+    flows = np.zeros((trees,) + arrival.shape)
+    _compiled(_tree_counts)(arrival, graph.source, graph.minutes, graph.start, PATH_TIE_MINUTES, flows)
+    return flows
 
 
 @functools.lru_cache(maxsize=None)
@@ -756,41 +732,66 @@ def _compiled(function):
     return numba.njit(cache=True)(function)
 
 
-def _path_tree_counts(order, times, source, minutes, start, tie, out):
-    """Adds to ``out`` each cell's descendants (itself included) on the path tree of one fire whose burned
-    cells are ``order``, earliest first (``order[0]`` the ignition)."""
-    parent = np.full(len(times), -1, np.int64)
-    depth = np.zeros(len(times), np.int64)
-    root = order[0]
-    parent[root] = root
-    for i in range(1, len(order)):
-        cell = order[i]
-        common = -1
-        for move in range(start[cell], start[cell + 1]):
-            before = source[move]
-            if parent[before] < 0 or abs(times[before] + minutes[move] - times[cell]) > tie:
-                continue                       # not burned yet, or not a fastest move into the cell
-            if common < 0:
-                common = before
-                continue
-            a, b = common, before              # their nearest common ancestor
-            while a != b:
-                if depth[a] > depth[b]:
-                    a = parent[a]
-                elif depth[b] > depth[a]:
-                    b = parent[b]
-                else:
-                    a, b = parent[a], parent[b]
-            common = a
-        if common < 0:
-            common = root
-        parent[cell] = common
-        depth[cell] = depth[common] + 1
-    for i in range(len(order) - 1, 0, -1):
-        cell = order[i]
-        out[cell] += 1.0
-        out[parent[cell]] += out[cell]
-    out[root] = 0.0
+def _tree_counts(arrival, source, minutes, start, tie, out):
+    """Per fire of (k, H, W) ``arrival``: the king tree's descendant counts into ``out[0]`` and, when ``out``
+    holds two trees, the path tree's (moves ``source``/``minutes``/``start``, see :class:`SpreadGraph`) into
+    ``out[1]`` (compiled with numba)."""
+    fires, height, width = arrival.shape
+    trees = out.shape[0]
+    for fire in range(fires):
+        times = arrival[fire].ravel()
+        burned = np.nonzero(np.isfinite(times))[0]
+        order = burned[np.argsort(times[burned], kind="mergesort")]    # earliest first
+        if len(order) == 0:
+            continue
+        parent = np.full((trees, height * width), -1, np.int64)
+        # king tree: the earliest king neighbour that burned strictly before
+        for cell in order:
+            row, col = cell // width, cell % width
+            best = times[cell]
+            for dr in range(-1, 2):
+                for dc in range(-1, 2):
+                    r, c = row + dr, col + dc
+                    if (dr != 0 or dc != 0) and 0 <= r < height and 0 <= c < width and times[r * width + c] < best:
+                        best, parent[0, cell] = times[r * width + c], r * width + c
+        if trees == 2:
+            # path tree: the nearest common ancestor of the cells the fastest moves come from
+            depth = np.full(height * width, -1, np.int64)
+            root = order[0]
+            depth[root] = 0
+            for i in range(1, len(order)):
+                cell = order[i]
+                common = -1
+                for move in range(start[cell], start[cell + 1]):
+                    before = source[move]
+                    if depth[before] < 0 or abs(times[before] + minutes[move] - times[cell]) > tie:
+                        continue                       # not burned yet, or not a fastest move into the cell
+                    if common < 0:
+                        common = before
+                        continue
+                    a, b = common, before
+                    while a != b:
+                        if depth[a] > depth[b]:
+                            a = parent[1, a]
+                        elif depth[b] > depth[a]:
+                            b = parent[1, b]
+                        else:
+                            a, b = parent[1, a], parent[1, b]
+                    common = a
+                if common < 0:
+                    common = root
+                parent[1, cell] = common
+                depth[cell] = depth[common] + 1
+        for tree in range(trees):          # each cell adds itself and its descendants to its parent
+            counts = out[tree, fire].ravel()
+            for i in range(len(order) - 1, -1, -1):
+                cell = order[i]
+                counts[cell] += 1.0
+                if parent[tree, cell] >= 0:
+                    counts[parent[tree, cell]] += counts[cell]
+            for cell in order:
+                if parent[tree, cell] < 0:
+                    counts[cell] = 0.0         # roots
 
 
 def king_dilation(maps: np.ndarray) -> np.ndarray:
