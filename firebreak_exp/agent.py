@@ -76,23 +76,57 @@ class QNetwork(nn.Module):
         first, layers = convs[0], convs[1:]
         head_features, head_obs = self.head.weight.view(-1).split([self.channels, self.in_channels])
         own = (obs.flatten(2)[torch.arange(batch, device=obs.device), :, cells] * head_obs).sum(dim=1)
-        # The first layer reads every input cell anyway (dilation 1): one dense convolution is cheaper than
-        # gathering 9 taps of every input channel.
-        table = torch.relu_(first(obs)).permute(0, 2, 3, 1).reshape(batch, height * width, first.out_channels)
         if not layers:
-            return (table[torch.arange(batch, device=obs.device), cells] * head_features).sum(dim=1) + own \
-                + self.head.bias
-        plan = cone_plan(cells.detach().cpu().numpy(), height, width, [conv.dilation[0] for conv in layers])
-        for conv, (taps, inside) in zip(layers, plan):
+            table = torch.relu_(first(obs)).flatten(2)[torch.arange(batch, device=obs.device), :, cells]
+            return (table * head_features).sum(dim=1) + own + self.head.bias
+        cells_np = cells.detach().cpu().numpy()
+        plan = cone_plan(cells_np, height, width, [conv.dilation[0] for conv in layers])
+        table, lattice_rows = first_layer_on_parity_lattices(first, obs, cells_np)
+        for index, (conv, (taps, inside)) in enumerate(zip(layers, plan)):
             rows = taps.shape[1]
-            gathered = table.reshape(-1, table.shape[2]).index_select(
-                0, torch.as_tensor(taps, device=obs.device).view(-1)).view(batch, rows, 9, table.shape[2])
+            if index == 0:   # the plan's taps number every cell of the tile; the table holds the lattices
+                taps = lattice_rows[taps]
+            gathered = table.reshape(-1, table.shape[-1]).index_select(
+                0, torch.as_tensor(taps, device=obs.device).view(-1)).view(batch, rows, 9, table.shape[-1])
             if not inside.all():   # taps outside the tile read the convolution's zero padding
                 gathered = gathered * torch.as_tensor(inside, device=obs.device).unsqueeze(-1)
             weight = conv.weight.permute(2, 3, 1, 0).reshape(-1, conv.out_channels)  # taps-major, like gathered
             table = torch.relu_(torch.addmm(conv.bias, gathered.view(batch * rows, -1), weight)
                                 .view(batch, rows, conv.out_channels))
         return (table[:, 0] * head_features).sum(dim=1) + own + self.head.bias
+
+
+def first_layer_on_parity_lattices(first: nn.Conv2d, obs: torch.Tensor, cells: np.ndarray) -> tuple:
+    """ReLU(first(obs)) where the layers above read it, and where each row of the table went.
+
+    The layers above have even dilations (2, 4, ...), so the cone of ``cells[b]`` reads the first layer only
+    at the cells whose row and column have the parity of its own: a quarter of the tile. One stride-2
+    convolution per parity class (over the observations whose cell has it) computes exactly those, a
+    quarter of the dense convolution's work, forward and backward.
+
+    Returns the (N, C) table of those outputs and int64 ``lattice_rows`` (B * H * W): the table row of
+    (observation b, cell) for the cells on b's lattice (0 elsewhere; never read).
+    """
+    batch, _, height, width = obs.shape
+    row, col = np.divmod(np.arange(height * width), width)
+    parity = cells // width % 2 * 2 + cells % width % 2
+    lattice_rows = np.zeros((batch, height * width), np.int64)
+    pieces, start = [], 0
+    for row_parity, col_parity in ((0, 0), (0, 1), (1, 0), (1, 1)):
+        members = np.flatnonzero(parity == 2 * row_parity + col_parity)
+        if not len(members):
+            continue
+        lattice_width = (width - col_parity + 1) // 2
+        on = np.flatnonzero((row % 2 == row_parity) & (col % 2 == col_parity))
+        lattice_size = len(on)
+        lattice_rows[np.ix_(members, on)] = start + np.arange(len(members))[:, None] * lattice_size \
+            + (row[on] // 2) * lattice_width + col[on] // 2
+        # pad so that the stride-2 windows centre on the lattice: (left, right, top, bottom)
+        padded = F.pad(obs[torch.as_tensor(members, device=obs.device)], (1 - col_parity, 1, 1 - row_parity, 1))
+        lattice = torch.relu_(F.conv2d(padded, first.weight, first.bias, stride=2))
+        pieces.append(lattice.permute(0, 2, 3, 1).reshape(-1, first.out_channels))
+        start += len(members) * lattice_size
+    return torch.cat(pieces), lattice_rows.reshape(-1)
 
 
 def cone_plan(cells: np.ndarray, height: int, width: int, dilations: Sequence[int]) -> list:
@@ -176,11 +210,6 @@ def action_mask(obs: torch.Tensor) -> torch.Tensor:
 def masked_argmax(q_values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Index of the largest Q-value among valid actions (0 when none is valid)."""
     return q_values.masked_fill(~mask, -torch.inf).argmax(dim=1)
-
-
-def masked_argmax_value(q_values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """The largest Q-value among valid actions, per row (differentiable)."""
-    return q_values.masked_fill(~mask, -torch.inf).max(dim=1).values
 
 
 class ReplayBuffer:
@@ -278,13 +307,17 @@ class ReplayBuffer:
         return self._batch_channels_last(np.asarray(slots), (which,))[0].transpose(0, 3, 1, 2)
 
     def sample(self, batch_size: int, device: torch.device) -> dict:
-        """A uniform batch of transitions as tensors on ``device`` (observations in channels-last layout)."""
+        """A uniform batch of transitions as tensors on ``device`` (observations in channels-last layout).
+        ``next_obs`` is None when every sampled transition is terminal (nothing to bootstrap from, as always
+        with Monte Carlo returns)."""
         slots = self.rng.integers(0, self.size, batch_size)
-        both = torch.from_numpy(self._batch_channels_last(slots, (0, 1))).permute(0, 1, 4, 2, 3)
+        dones = self.dones[slots]
+        states = torch.from_numpy(self._batch_channels_last(slots, (0, 1) if not dones.all() else (0,)))
+        states = states.permute(0, 1, 4, 2, 3).to(device)
         as_tensor = lambda a: torch.as_tensor(a, device=device)
-        return {"obs": both[0].to(device), "actions": as_tensor(self.actions[slots]),
-                "rewards": as_tensor(self.rewards[slots]), "next_obs": both[1].to(device),
-                "dones": as_tensor(self.dones[slots].astype(np.float32)), "expert": as_tensor(self.expert[slots])}
+        return {"obs": states[0], "actions": as_tensor(self.actions[slots]), "rewards": as_tensor(self.rewards[slots]),
+                "next_obs": states[1] if len(states) == 2 else None, "dones": as_tensor(dones.astype(np.float32)),
+                "expert": as_tensor(self.expert[slots])}
 
     def state_dict(self) -> dict:
         """Arrays and counters, for checkpoints."""
@@ -386,7 +419,7 @@ class DQNAgent:
         if self.device.type == "cpu":  # oneDNN's channels-last convolutions are the fast ones on CPUs
             self.q_network.to(memory_format=torch.channels_last)
             self.target_network.to(memory_format=torch.channels_last)
-        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=lr)
+        self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=lr, fused=True)   # one kernel per step
         self.gamma, self.double_q, self.reward_scale = gamma, double_q, reward_scale
         self.n_step = None if n_step is None else int(n_step)   # None: Monte Carlo returns (NStepReturns)
         self.expert_loss_weight, self.expert_margin = float(expert_loss_weight), float(expert_margin)
@@ -459,14 +492,17 @@ class DQNAgent:
         # DQfD's large-margin loss (Hester et al., AAAI 2018) on the batch's expert demonstrations: every
         # other valid cell must value at least `expert_margin` below the expert's, max_a [Q(s, a) + margin
         # (a != a_E)] - Q(s, a_E) >= 0, so the greedy policy imitates the expert where TD alone is unsure.
+        # The max's gradient flows through its arg max alone: that cell (the rival) is found on the dense map
+        # without autograd, and only its Q-value is computed with gradients, on its cone.
         expert = batch.get("expert")
         if self.expert_loss_weight > 0 and expert is not None and bool(expert.any()):
             expert_obs, expert_actions = obs[expert], actions[expert]
-            q_all = self.q_network(expert_obs)
-            margins = torch.full_like(q_all, self.expert_margin).scatter_(1, expert_actions[:, None], 0.0)
-            best = masked_argmax_value(q_all + margins, action_mask(expert_obs))
-            q_expert = q_all.gather(1, expert_actions[:, None]).squeeze(1)
-            loss = loss + self.expert_loss_weight * (best - q_expert).mean()
+            with torch.no_grad():
+                q_all = self.q_network(expert_obs)
+                margins = torch.full_like(q_all, self.expert_margin).scatter_(1, expert_actions[:, None], 0.0)
+                rival = masked_argmax(q_all + margins, action_mask(expert_obs))
+            best = _q_of(self.q_network, expert_obs, rival) + self.expert_margin * (rival != expert_actions)
+            loss = loss + self.expert_loss_weight * (best - q_taken[expert]).mean()
         self.optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(self.q_network.parameters(), self.max_grad_norm)

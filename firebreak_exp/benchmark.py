@@ -25,7 +25,8 @@ What is measured (the same training config groups compose the environments and t
   over the sequential backend's at the same num_envs) and ``efficiency`` = speedup / min(num_envs, cores).
   Each environment's simulators are built before timing (training amortizes them over many episodes).
 * **Learner**: ``DQNAgent.update`` on batches of ``agent.batch_size`` sampled from the replay buffer that
-  collection filled, timed separately with ``learner.threads`` torch threads (null: 1 and all cores).
+  collection filled, timed separately with ``learner.threads`` torch threads (null: 1 and all cores), on
+  batches without expert demonstrations and with the share a training run ends with (the margin loss).
 * **End to end**: the recommended setting per simulator, collecting *with* learner updates
   (``trainer.train_frequency``), as a training run does.
 * **Fidelity**: :func:`firebreak_exp.simulation.compare_simulators` (pyretechnics reference vs the
@@ -78,7 +79,7 @@ PROCESS_SPEEDUP_TARGET = 1.8
 class LearnerSettings:
     threads: Optional[int] = None        # torch threads while timing updates; None = 1 and all cores
     warmup_updates: int = 3
-    updates_per_repeat: int = 5
+    updates_per_repeat: int = 10
     repeats: int = 3
 
 
@@ -94,8 +95,8 @@ class EndToEndSettings:
 class FidelitySettings:
     enabled: bool = True
     grid_sizes: Optional[List[int]] = field(default_factory=lambda: [25, 50])  # tile sizes; None = landscape.grid_size
-    max_tiles: Any = field(default_factory=lambda: [3, 2])           # held-out tiles (spread evenly): one
-    ignitions_per_tile: Any = field(default_factory=lambda: [4, 2])  # number, or one per grid size
+    max_tiles: Any = field(default_factory=lambda: [3, 6])           # held-out tiles (spread evenly): one
+    ignitions_per_tile: Any = field(default_factory=lambda: [4, 4])  # number, or one per grid size
     num_plans: int = 30                  # fuel-break plans ranked by both simulators (pooled over tiles)
     budget_fraction: float = 0.05        # plan size, fraction of burnable cells
     seed: int = 0
@@ -500,46 +501,66 @@ def onednn_for(cfg: DictConfig) -> bool:
     return not bool(cfg.trainer.get("deterministic", False))
 
 
+def demonstration_share(cfg: DictConfig) -> float:
+    """The share of expert demonstrations in the replay buffer once a training run of ``cfg`` has collected
+    all its episodes (before the buffer wraps around): expert_memories / (expert_memories + episodes), or 0
+    when the margin loss is off. Their updates cost more (the margin loss reads the dense Q map)."""
+    memories = int(cfg.trainer.get("expert_memories", 0) or 0)
+    if memories <= 0 or float(cfg.agent.get("expert_loss_weight", 0.0)) <= 0:
+        return 0.0
+    return memories / (memories + int(cfg.trainer.episodes))
+
+
 def measure_learner(cfg: DictConfig, obs_shape: tuple, replay, settings: DictConfig) -> dict:
     """``DQNAgent.update`` on batches of ``agent.batch_size`` from ``replay``: updates/s (median of repeats),
-    with ``learner.threads`` torch threads, or with 1 and with all cores when it is null, and with oneDNN
-    convolutions on and off (all repeats interleaved). ``updates_per_s`` and ``threads`` are the faster
-    thread count's with training's oneDNN setting (``onednn``); ``updates_per_s_by_setting`` has them all."""
+    with ``learner.threads`` torch threads, or with 1 and with all cores when it is null, with oneDNN
+    convolutions on and off, and with no demonstrations in the buffer and with training's share of them
+    (:func:`demonstration_share`, random transitions marked as expert's); all repeats interleaved.
+    ``updates_per_s`` and ``threads`` are the faster thread count's with training's oneDNN setting
+    (``onednn``) on batches without demonstrations; ``updates_per_s_with_demonstrations`` the same thread
+    count's with them; ``updates_per_s_by_setting`` has them all. The marks stay in ``replay`` afterwards."""
     import torch
     from firebreak_exp.agent import DQNAgent
 
     thread_counts = [int(settings.threads)] if settings.threads else sorted({1, available_cores()})
-    onednn = onednn_for(cfg)
-    settings_list = [(threads, mode) for mode in (onednn, not onednn) for threads in thread_counts]
+    onednn, share = onednn_for(cfg), demonstration_share(cfg)
+    marks = np.random.default_rng(int(cfg.seed)).random(len(replay)) < share
+    settings_list = [(threads, mode, demos) for demos in ((False, True) if share > 0 else (False,))
+                     for mode in (onednn, not onednn) for threads in thread_counts]
     previous, previous_onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     agent_kwargs = OmegaConf.to_container(cfg.agent, resolve=True)
     batch_size = int(cfg.agent.batch_size)
     rates = {setting: [] for setting in settings_list}
     try:
-        agents = {(threads, mode): DQNAgent(obs_shape, seed=int(cfg.seed), **{**agent_kwargs, "num_threads": threads})
-                  for threads, mode in settings_list}
+        agents = {setting: DQNAgent(obs_shape, seed=int(cfg.seed), **{**agent_kwargs, "num_threads": setting[0]})
+                  for setting in settings_list}
         for rep in range(-1, settings.repeats):            # -1: warm-up
-            for (threads, mode), agent in agents.items():
+            for (threads, mode, demos), agent in agents.items():
                 torch.set_num_threads(threads)
                 torch.backends.mkldnn.enabled = mode
+                replay.expert[:len(replay)] = marks if demos else False
                 count = settings.warmup_updates if rep < 0 else settings.updates_per_repeat
                 start = time.perf_counter()
                 for _ in range(count):
                     agent.update(replay.sample(batch_size, agent.device))
                 if rep >= 0:
-                    rates[(threads, mode)].append(count / (time.perf_counter() - start))
+                    rates[(threads, mode, demos)].append(count / (time.perf_counter() - start))
     finally:
         torch.set_num_threads(previous)
         torch.backends.mkldnn.enabled = previous_onednn
+        replay.expert[:len(replay)] = marks
     summary = {setting: _median_spread(values) for setting, values in rates.items()}
-    best = max(thread_counts, key=lambda t: summary[(t, onednn)][0])
-    agent = agents[(best, onednn)]
+    best = max(thread_counts, key=lambda t: summary[(t, onednn, False)][0])
+    agent = agents[(best, onednn, False)]
     parameters = sum(p.numel() for p in agent.q_network.parameters())
-    return {"updates_per_s": summary[(best, onednn)][0], "spread": summary[(best, onednn)][1], "threads": best,
-            "onednn": onednn, "repeats": int(settings.repeats), "updates_per_s_repeats": rates[(best, onednn)],
-            "updates_per_s_by_threads": {str(t): summary[(t, onednn)][0] for t in thread_counts},
-            "updates_per_s_by_setting": {f"threads_{t}/onednn_{'on' if m else 'off'}": summary[(t, m)][0]
-                                         for t, m in settings_list},
+    label = lambda t, m, d: f"threads_{t}/onednn_{'on' if m else 'off'}" + ("/demonstrations" if d else "")
+    return {"updates_per_s": summary[(best, onednn, False)][0], "spread": summary[(best, onednn, False)][1],
+            "threads": best, "onednn": onednn, "repeats": int(settings.repeats),
+            "updates_per_s_repeats": rates[(best, onednn, False)],
+            "updates_per_s_by_threads": {str(t): summary[(t, onednn, False)][0] for t in thread_counts},
+            "demonstration_share": share,
+            "updates_per_s_with_demonstrations": summary[(best, onednn, True)][0] if share > 0 else None,
+            "updates_per_s_by_setting": {label(*setting): summary[setting][0] for setting in settings_list},
             "batch_size": batch_size, "device": str(agent.device), "channels": int(cfg.agent.channels),
             "num_layers": int(cfg.agent.num_layers), "parameters": int(parameters),
             "grid": list(obs_shape[1:]), "replay_size": len(replay)}
@@ -698,8 +719,11 @@ def format_table(report: dict) -> str:
                      f"{_fmt(r.get('env_cpu_share'), '{:.0%}'):>6}")
     settings = ", ".join(f"{v:.1f} ({k.replace('_', ' ').replace('/', ', oneDNN ').replace('oneDNN onednn', 'oneDNN')})"
                          for k, v in learner["updates_per_s_by_setting"].items())
+    with_demos = learner.get("updates_per_s_with_demonstrations")
+    demos = "" if with_demos is None else (f", {with_demos:.1f} with {learner['demonstration_share']:.0%} expert "
+                                           f"demonstrations in the buffer (the margin loss), as a training run ends")
     lines += ["", f"learner: {learner['updates_per_s']:.1f} updates/s with {learner['threads']} thread(s) and oneDNN "
-                  f"{'on' if learner['onednn'] else 'off'} as training runs (trainer.deterministic turns it off); "
+                  f"{'on' if learner['onednn'] else 'off'} as training runs (trainer.deterministic turns it off){demos}; "
                   f"batch {learner['batch_size']}, grid {'x'.join(map(str, learner['grid']))}, {learner['channels']} "
                   f"channels x {learner['num_layers']} layers, {learner['parameters']} parameters, {learner['device']}, "
                   f"spread {learner['spread']:.2f}; all settings: {settings}"]
@@ -813,6 +837,8 @@ def benchmark_metrics(report: dict) -> dict:
             if r.get(key) is not None:
                 metrics[f"{prefix}/{key}"] = r[key]
     metrics["learner/updates_per_s"] = report["learner"]["updates_per_s"]
+    if report["learner"].get("updates_per_s_with_demonstrations") is not None:
+        metrics["learner/updates_per_s_with_demonstrations"] = report["learner"]["updates_per_s_with_demonstrations"]
     for setting, value in report["learner"]["updates_per_s_by_setting"].items():
         metrics[f"learner/updates_per_s/{setting}"] = value
     for e2e in report.get("end_to_end", []):

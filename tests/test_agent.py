@@ -172,3 +172,18 @@ def test_replay_buffer_round_trips_observations_compactly():
     # wraps around at capacity
     replay.add(obs, np.arange(5), np.arange(5), np.ones(5), next_obs, np.zeros(5, bool))
     assert len(replay) == 8 and replay.position == 2
+
+
+def test_replay_samples_next_states_only_when_some_transition_bootstraps():
+    rng = np.random.default_rng(2)
+    obs, next_obs = _obs(6, rng), _obs(6, rng)
+    next_obs[:, :NUM_STATIC_CHANNELS] = obs[:, :NUM_STATIC_CHANNELS]
+    replay = ReplayBuffer(8, obs.shape[1:], seed=0)
+    replay.add(obs, np.zeros(6), np.arange(6), np.ones(6), next_obs, np.ones(6, bool))
+    batch = replay.sample(6, "cpu")                     # all terminal (Monte Carlo returns): no next states
+    assert batch["next_obs"] is None and batch["dones"].tolist() == [1.0] * 6
+    expected = replay._observations(batch["actions"].numpy(), 0)      # action i was stored in slot i
+    np.testing.assert_allclose(batch["obs"].numpy(), expected)
+    replay.dones[3] = False                              # one bootstrapping transition: next states come along
+    batch = next(b for b in iter(lambda: replay.sample(6, "cpu"), None) if 3 in b["actions"].tolist())
+    np.testing.assert_allclose(batch["next_obs"].numpy(), replay._observations(batch["actions"].numpy(), 1))

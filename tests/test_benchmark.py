@@ -29,7 +29,7 @@ def quick(tmp_path_factory):
     """One quick benchmark (tiny landscape of the smoke experiment) into scratch folders."""
     work = tmp_path_factory.mktemp("benchmark")
     uri = f"sqlite:///{work / 'mlflow.db'}"
-    result = run_benchmark("benchmark=quick", "experiment=smoke", f"tracking.uri={uri}",
+    result = run_benchmark("benchmark=quick", "experiment=smoke", "trainer.expert_memories=4", f"tracking.uri={uri}",
                            f"hydra.run.dir={work / 'bench'}", f"landscape.cache_dir={work / 'landscapes'}",
                            f"benchmark.recommendation_file={work / 'recommended.json'}")
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
@@ -64,7 +64,12 @@ def test_benchmark_json_holds_every_required_key_with_sane_values(quick):
         counts = {r["simulations_timed"] for r in results if r["num_envs"] == n}
         assert len(counts) == 1, (n, counts)
 
-    assert report["learner"]["updates_per_s"] > 0 and report["learner"]["batch_size"] == 16
+    learner = report["learner"]
+    assert learner["updates_per_s"] > 0 and learner["batch_size"] == 16
+    # updates are also timed with training's share of demonstrations: 4 expert episodes of 4 + 12 in the buffer
+    assert learner["demonstration_share"] == pytest.approx(4 / 16) and learner["updates_per_s_with_demonstrations"] > 0
+    assert sum(key.endswith("/demonstrations") for key in learner["updates_per_s_by_setting"]) == \
+        len(learner["updates_per_s_by_setting"]) // 2
 
     recommended = report["recommended"]
     assert recommended["backend"] in ("sequential", "process") and recommended["num_envs"] in (1, 2)
@@ -209,3 +214,39 @@ def test_update_loss_matches_the_dense_double_dqn_computation():
         value = torch.where(mask.any(dim=1), value, torch.zeros_like(value))
         expected = F.smooth_l1_loss(q_taken, batch["rewards"] + 0.9 * (1 - batch["dones"]) * value).item()
     assert agent.update(batch) == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_margin_loss_on_cones_has_the_dense_loss_and_gradients():
+    """The update finds each demonstration's rival cell without autograd and differentiates Q only at the
+    rival and the expert's cell: the loss and every parameter's gradient equal the dense computation's."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from firebreak_exp.agent import DQNAgent, action_mask
+    from firebreak_exp.environment import CHANNELS, FUEL_BREAK_CHANNEL, NON_BURNABLE_CHANNEL
+
+    rng = np.random.default_rng(1)
+    shape = (len(CHANNELS), 12, 12)
+    obs = rng.normal(size=(16, *shape)).astype(np.float32)
+    obs[:, NON_BURNABLE_CHANNEL] = rng.random((16, 12, 12)) < 0.2
+    obs[:, FUEL_BREAK_CHANNEL] = rng.random((16, 12, 12)) < 0.2
+    obs = torch.as_tensor(obs).contiguous(memory_format=torch.channels_last)
+    actions = torch.as_tensor([int(rng.choice(np.flatnonzero(m))) for m in action_mask(obs).numpy()])
+    batch = {"obs": obs, "actions": actions, "rewards": torch.as_tensor(rng.normal(size=16), dtype=torch.float32),
+             "next_obs": obs, "dones": torch.ones(16), "expert": torch.as_tensor(rng.random(16) < 0.5)}
+    agent = DQNAgent(shape, channels=8, num_layers=4, n_step=None, reward_scale=10.0, expert_loss_weight=0.7,
+                     expert_margin=0.8, seed=0, num_threads=1)
+    agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)   # keep the weights, read the grads
+
+    q_all = agent.q_network(obs)                                            # the dense computation
+    q_taken = q_all.gather(1, actions[:, None]).squeeze(1)
+    expert = batch["expert"]
+    margins = torch.full_like(q_all, 0.8).scatter_(1, actions[:, None], 0.0)[expert]
+    best = (q_all[expert] + margins).masked_fill(~action_mask(obs[expert]), -torch.inf).max(dim=1).values
+    loss = F.smooth_l1_loss(q_taken, 10.0 * batch["rewards"]) + 0.7 * (best - q_taken[expert]).mean()
+    dense_grads = torch.autograd.grad(loss, list(agent.q_network.parameters()))
+    assert int(expert.sum()) >= 4 and float((best - q_taken[expert]).mean().detach()) > 0   # the margin loss is active
+
+    assert agent.update(batch) == pytest.approx(loss.item(), rel=1e-5)
+    for parameter, dense_grad in zip(agent.q_network.parameters(), dense_grads):
+        torch.testing.assert_close(parameter.grad, dense_grad, atol=1e-5, rtol=1e-4)
