@@ -522,10 +522,11 @@ class TravelTimeSimulator(FireSimulator):
     Edges are absent where either end does not burn. Ignition: pyretechnics' ``ignite_cell`` burns the whole
     cell at once (phi = -1 there, +1 around, so the front starts on the cell's edge); each cell therefore
     has a second, source-only graph node whose out-edges skip the ignition cell's own share of the edge
-    time (``ignite_whole_cell=False`` starts fires at the cell centre instead). ``burn_maps`` drops the edges
-    that need a broken cell and runs one multi-source Dijkstra (``scipy.sparse.csgraph.dijkstra`` with
-    ``indices`` = ignitions and ``limit``); a cell is burned when its arrival time is within
-    ``burn_duration``, every travel time being divided by ``rate_factor``.
+    time (``ignite_whole_cell=False`` starts fires at the cell centre instead). ``burn_maps`` skips the edges
+    that need a broken cell and runs Dijkstra from each ignition, stopping at ``burn_duration``
+    (:func:`_graph_distances`, compiled; the numbers of ``scipy.sparse.csgraph.dijkstra`` with ``limit``);
+    a cell is burned when its arrival time is within ``burn_duration``, every travel time being divided by
+    ``rate_factor``.
 
     ``rate_factor`` is the one calibration constant; its default :data:`TRAVEL_TIME_RATE_FACTOR` (1.0) was
     fitted with :func:`fit_rate_factor` against :class:`PyretechnicsSimulator` (see there for the tiles).
@@ -607,7 +608,7 @@ class TravelTimeSimulator(FireSimulator):
         self._weight = np.concatenate([edges["weight"], edges["start_weight"]])[order].astype(np.float64)
         for key in ("src", "dst", "via1", "via2"):
             setattr(self, "_" + key, np.concatenate([edges[key], edges[key]])[order].astype(np.int32))
-        self._graph = self._csr(np.ones(len(self._weight), dtype=bool))
+        self._first_edge = np.concatenate(([0], np.cumsum(np.bincount(self._node_src, minlength=2 * n_cells))))
         self.num_edges = len(edges["src"])
         self._spread_graph: Optional[SpreadGraph] = None
 
@@ -620,29 +621,61 @@ class TravelTimeSimulator(FireSimulator):
                                                         self.shape[0] * self.shape[1])
         return self._spread_graph
 
-    def _csr(self, keep: np.ndarray):
-        from scipy.sparse import csr_matrix
-
-        n_nodes = 2 * self.shape[0] * self.shape[1]
-        counts = np.bincount(self._node_src[keep], minlength=n_nodes)
-        indptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int32)
-        return csr_matrix((self._weight[keep], self._dst[keep], indptr), shape=(n_nodes, n_nodes))
-
     def _arrival(self, ignitions: np.ndarray, breaks: Optional[np.ndarray]) -> np.ndarray:
         """Calibrated minutes: graph distances / ``rate_factor``, inf beyond ``burn_duration``."""
-        from scipy.sparse.csgraph import dijkstra
-
-        if breaks is None:
-            graph = self._graph
-        else:
-            flat = breaks.ravel()
-            graph = self._csr(~(flat[self._src] | flat[self._dst] | flat[self._via1] | flat[self._via2]))
         n_cells = self.shape[0] * self.shape[1]
+        if breaks is None:
+            keep = np.ones(len(self._weight), dtype=bool)
+        else:                         # a break blocks every move that starts, ends or squeezes through it
+            flat = breaks.ravel()
+            keep = ~(flat[self._src] | flat[self._dst] | flat[self._via1] | flat[self._via2])
         cells = ignitions[:, 0] * self.shape[1] + ignitions[:, 1]
-        limit = float(self.scenario.burn_duration) * self.rate_factor
-        dist = dijkstra(graph, directed=True, indices=cells + n_cells, limit=limit)[:, :n_cells]
+        dist = np.empty((len(cells), n_cells))
+        _compiled(_graph_distances)(self._first_edge, self._dst, self._weight, keep, cells + n_cells,
+                                    float(self.scenario.burn_duration) * self.rate_factor, dist)
         dist[np.arange(len(cells)), cells] = 0.0
         return dist.reshape((len(ignitions),) + self.shape) / self.rate_factor
+
+
+def _graph_distances(first_edge, target, weight, keep, sources, limit, out):
+    """Dijkstra's shortest distances from each of ``sources`` over a graph whose node u's edges are
+    ``first_edge[u]:first_edge[u + 1]`` of ``target``/``weight``, skipping the edges where ``keep`` is false:
+    nodes 0 .. out.shape[1] - 1 into ``out`` rows, inf beyond ``limit`` (scipy's ``dijkstra(..., limit=)``,
+    the same numbers; compiled with numba: a binary heap whose stale entries are skipped when popped)."""
+    dist = np.empty(len(first_edge) - 1)
+    heap_key = np.empty(len(target) + 1)            # a node enters the heap once per shortening edge
+    heap_node = np.empty(len(target) + 1, np.int64)
+    for i in range(len(sources)):
+        dist[:] = np.inf
+        dist[sources[i]] = 0.0
+        heap_key[0], heap_node[0], size = 0.0, sources[i], 1
+        while size > 0:
+            d, node = heap_key[0], heap_node[0]
+            size -= 1
+            if size > 0:                                # pop: the last entry sifts down from the root
+                key, item, pos = heap_key[size], heap_node[size], 0
+                while 2 * pos + 1 < size:
+                    child = 2 * pos + 1
+                    if child + 1 < size and heap_key[child + 1] < heap_key[child]:
+                        child += 1
+                    if heap_key[child] >= key:
+                        break
+                    heap_key[pos], heap_node[pos] = heap_key[child], heap_node[child]
+                    pos = child
+                heap_key[pos], heap_node[pos] = key, item
+            if d > dist[node]:
+                continue                                # stale: the node was reached sooner since
+            for edge in range(first_edge[node], first_edge[node + 1]):
+                to, reach = target[edge], d + weight[edge]
+                if keep[edge] and reach < dist[to] and reach <= limit:
+                    dist[to] = reach
+                    pos = size                          # push: sift up from the end
+                    size += 1
+                    while pos > 0 and heap_key[(pos - 1) // 2] > reach:
+                        heap_key[pos], heap_node[pos] = heap_key[(pos - 1) // 2], heap_node[(pos - 1) // 2]
+                        pos = (pos - 1) // 2
+                    heap_key[pos], heap_node[pos] = reach, to
+        out[i] = dist[:out.shape[1]]
 
 
 @dataclass(frozen=True)

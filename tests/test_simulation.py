@@ -323,3 +323,30 @@ def test_fit_rate_factor_runs_on_a_tile(meadow):
     result = fit_rate_factor([meadow], FAST, ignitions_per_tile=2, seed=0, factors=[0.9, 1.0, 1.1])
     assert result["rate_factor"] in (0.9, 1.0, 1.1) and result["num_pairs"] == 2
     assert result["mae"] == min(result["mae_by_factor"].values()) >= 0.0
+
+
+def test_travel_times_equal_scipy_dijkstra_on_the_same_graph(tiles25):
+    """The compiled Dijkstra gives scipy's distances exactly, with and without breaks."""
+    from scipy.sparse import csr_matrix
+    from scipy.sparse.csgraph import dijkstra
+
+    rng = np.random.default_rng(3)
+    for tile in tiles25[::60]:
+        sim = TravelTimeSimulator(tile)
+        n_cells = tile.shape[0] * tile.shape[1]
+        burnable = np.flatnonzero(sim.burnable.ravel())
+        if len(burnable) == 0:
+            continue
+        for fraction in (0.0, 0.05, 0.3):
+            breaks = (rng.random(sim.shape) < fraction) if fraction else None
+            flat = np.zeros(n_cells, bool) if breaks is None else breaks.ravel()
+            cells = rng.choice(burnable[~flat[burnable]], 5)
+            keep = ~(flat[sim._src] | flat[sim._dst] | flat[sim._via1] | flat[sim._via2])
+            graph = csr_matrix((sim._weight[keep], (sim._node_src[keep], sim._dst[keep])),
+                               shape=(2 * n_cells, 2 * n_cells))
+            limit = float(sim.scenario.burn_duration) * sim.rate_factor
+            expected = dijkstra(graph, directed=True, indices=cells + n_cells, limit=limit)[:, :n_cells]
+            expected[np.arange(len(cells)), cells] = 0.0
+            got = sim.arrival_times(np.stack(np.divmod(cells, tile.shape[1]), axis=1), breaks)
+            assert np.isfinite(got).sum() > len(cells)                 # the fires spread
+            np.testing.assert_array_equal(got, expected.reshape(got.shape) / sim.rate_factor)
