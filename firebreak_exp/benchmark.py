@@ -27,8 +27,8 @@ What is measured (the same training config groups compose the environments and t
 * **Learner**: ``DQNAgent.update`` on batches of ``agent.batch_size`` sampled from the replay buffer that
   collection filled, timed separately with ``learner.threads`` torch threads (null: 1 and all cores), on
   batches without expert demonstrations and with the share a training run ends with (the margin loss).
-* **End to end**: the recommended setting per simulator, collecting *with* learner updates
-  (``trainer.train_frequency``), as a training run does.
+* **End to end**: the recommended setting of the configured simulator (``end_to_end.simulators``: others
+  too), collecting *with* learner updates (``trainer.train_frequency``), as a training run does.
 * **Fidelity**: :func:`firebreak_exp.simulation.compare_simulators` (pyretechnics reference vs the
   travel-time simulator) on held-out tiles, per ``fidelity.grid_sizes``.
 
@@ -86,6 +86,7 @@ class LearnerSettings:
 @dataclass
 class EndToEndSettings:
     enabled: bool = True                 # time collection *with* learner updates at the recommended setting
+    simulators: Optional[List[str]] = None   # of benchmark.simulators; None = the configured simulator only
     warmup_steps: int = 0
     steps: int = 6                       # vector steps timed (extended until min_seconds)
     min_seconds: float = 2.0
@@ -95,8 +96,9 @@ class EndToEndSettings:
 class FidelitySettings:
     enabled: bool = True
     grid_sizes: Optional[List[int]] = field(default_factory=lambda: [25, 50])  # tile sizes; None = landscape.grid_size
-    max_tiles: Any = field(default_factory=lambda: [3, 6])           # held-out tiles (spread evenly): one
-    ignitions_per_tile: Any = field(default_factory=lambda: [4, 4])  # number, or one per grid size
+    max_tiles: Any = field(default_factory=lambda: [3, 4])           # held-out tiles (spread evenly): one
+    ignitions_per_tile: Any = field(default_factory=lambda: [4, 8])  # number, or one per grid size
+    plan_ignitions: Any = field(default_factory=lambda: [4, 4])      # of those, the fires scoring each plan (null: all)
     num_plans: int = 30                  # fuel-break plans ranked by both simulators (pooled over tiles)
     budget_fraction: float = 0.05        # plan size, fraction of burnable cells
     seed: int = 0
@@ -162,6 +164,10 @@ def validate_benchmark(cfg: Any) -> DictConfig:
     unknown = [s for s in bench.simulators if s not in SIMULATORS]
     if unknown or not bench.simulators:
         raise ValueError(f"benchmark.simulators={list(bench.simulators)}: expected names among {sorted(SIMULATORS)}")
+    e2e = bench.end_to_end.simulators
+    if e2e is not None and (not e2e or any(s not in bench.simulators for s in e2e)):
+        raise ValueError(f"benchmark.end_to_end.simulators={list(e2e)}: expected names among "
+                         f"benchmark.simulators={list(bench.simulators)}, or null (the configured simulator)")
     positive = {"benchmark.repeats": bench.repeats, "benchmark.steps_per_repeat": bench.steps_per_repeat,
                 "benchmark.collector_threads": bench.collector_threads,
                 "benchmark.learner.updates_per_repeat": bench.learner.updates_per_repeat,
@@ -169,12 +175,14 @@ def validate_benchmark(cfg: Any) -> DictConfig:
                 "benchmark.end_to_end.steps": bench.end_to_end.steps,
                 "benchmark.fidelity.num_plans": bench.fidelity.num_plans}
     sizes = bench.fidelity.grid_sizes
-    for key in ("max_tiles", "ignitions_per_tile"):
+    for key in ("max_tiles", "ignitions_per_tile", "plan_ignitions"):
         value = bench.fidelity[key]
         values = list(value) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else [value]
         if OmegaConf.is_list(value) and (sizes is None or len(values) != len(sizes)):
             raise ValueError(f"benchmark.fidelity.{key}={values}: a list needs one value per grid size "
                              f"(benchmark.fidelity.grid_sizes={None if sizes is None else list(sizes)})")
+        if key == "plan_ignitions":       # null: every ignition of the tile scores each plan
+            values = [v for v in values if v is not None]
         if any(not isinstance(v, int) or isinstance(v, bool) or v <= 0 for v in values):
             raise ValueError(f"benchmark.fidelity.{key}={value}: expected a positive integer or a list of them")
     for key, value in positive.items():
@@ -618,7 +626,8 @@ def measure_fidelity(cfg: DictConfig, settings: DictConfig) -> list:
     grid_sizes = settings.grid_sizes if settings.grid_sizes is not None else [cfg.landscape.grid_size]
 
     def per_grid(value, index: int) -> int:
-        return int(value[index]) if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else int(value)
+        value = value[index] if OmegaConf.is_list(value) or isinstance(value, (list, tuple)) else value
+        return None if value is None else int(value)
 
     for index, grid in enumerate(grid_sizes):
         grid_cfg = OmegaConf.merge(cfg, {"landscape": {"grid_size": int(grid)}})
@@ -633,6 +642,7 @@ def measure_fidelity(cfg: DictConfig, settings: DictConfig) -> list:
         start = time.perf_counter()
         result = compare_simulators(PyretechnicsSimulator, candidate, tiles, scenario,
                                     ignitions_per_tile=per_grid(settings.ignitions_per_tile, index),
+                                    plan_ignitions=per_grid(settings.plan_ignitions, index),
                                     num_plans=settings.num_plans,
                                     budget_fraction=settings.budget_fraction, seed=settings.seed)
         result.update(grid_size=int(grid), seconds=time.perf_counter() - start,
@@ -717,8 +727,9 @@ def format_table(report: dict) -> str:
                      f"{r['spread']:>8.2f}{r['repeats']:>5}{_fmt(r.get('balance_bound')):>7}"
                      f"{_fmt(r.get('outside_env_fraction'), '{:.0%}'):>8}"
                      f"{_fmt(r.get('env_cpu_share'), '{:.0%}'):>6}")
-    settings = ", ".join(f"{v:.1f} ({k.replace('_', ' ').replace('/', ', oneDNN ').replace('oneDNN onednn', 'oneDNN')})"
-                         for k, v in learner["updates_per_s_by_setting"].items())
+    def setting_label(key: str) -> str:     # "threads_2/onednn_on/demonstrations" -> "threads 2, oneDNN on, ..."
+        return ", ".join(part.replace("onednn", "oneDNN").replace("_", " ") for part in key.split("/"))
+    settings = ", ".join(f"{v:.1f} ({setting_label(k)})" for k, v in learner["updates_per_s_by_setting"].items())
     with_demos = learner.get("updates_per_s_with_demonstrations")
     demos = "" if with_demos is None else (f", {with_demos:.1f} with {learner['demonstration_share']:.0%} expert "
                                            f"demonstrations in the buffer (the margin loss), as a training run ends")
@@ -938,7 +949,10 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
 
     end_to_end = []
     if bench.end_to_end.enabled:
+        wanted = bench.end_to_end.simulators if bench.end_to_end.simulators is not None else [primary]
         for simulator, choice in recommended["by_simulator"].items():
+            if simulator not in wanted:
+                continue
             log.info("end to end: %s, %s x %d", simulator, choice["backend"], choice["num_envs"])
             kwargs = env_kwargs_for(simulator)
             entry = measure_end_to_end(cfg, tiles, kwargs, choice, replay, bench.end_to_end, learner["threads"])

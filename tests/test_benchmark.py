@@ -141,6 +141,12 @@ def test_bad_benchmark_settings_fail_at_start_with_their_name(tmp_path):
     assert result.returncode == 2
     assert "benchmark.backends" in result.stderr and "warp" in result.stderr, result.stderr[-2000:]
     assert not (tmp_path / "db.sqlite").exists()
+    result = run_benchmark("benchmark=quick", "benchmark.end_to_end.simulators=[pyretechnics]",
+                           f"tracking.uri=sqlite:///{tmp_path / 'db.sqlite'}", f"hydra.run.dir={tmp_path / 'run'}",
+                           f"benchmark.recommendation_file={tmp_path / 'recommended.json'}", timeout=300)
+    assert result.returncode == 2      # the quick preset benchmarks travel_time alone
+    assert "benchmark.end_to_end.simulators" in result.stderr and "pyretechnics" in result.stderr, \
+        result.stderr[-2000:]
 
 
 # -- the learner's fast path: Q-values on receptive cones equal the dense network's --------------------------

@@ -17,6 +17,7 @@ from firebreak_exp.simulation import (
     TravelTimeSimulator,
     PATH_TIE_MINUTES,
     SpreadGraph,
+    compare_details,
     compare_simulators,
     fire_flows,
     king_tree_flows,
@@ -317,6 +318,17 @@ def test_travel_time_agrees_with_reference_on_heldout_tiles(tiles25):
     assert report["plan_spearman"] >= 0.9, report
     assert report["iou_mean"] >= 0.75, report
     assert report["speedup"] >= 30, report
+
+
+def test_plans_are_scored_on_the_first_plan_ignitions(meadow):
+    def details(plan_ignitions):
+        return compare_details(TravelTimeSimulator, TravelTimeSimulator, [meadow], FAST, ignitions_per_tile=4,
+                               num_plans=4, seed=5, plan_ignitions=plan_ignitions)
+    every, first, one = details(None), details(4), details(1)
+    assert every["sims"] == first["sims"] == [4 + 4 * 4] * 2 and one["sims"] == [4 + 4 * 1] * 2
+    np.testing.assert_array_equal(one["fractions"], every["fractions"])      # the same fires without breaks
+    np.testing.assert_array_equal(first["plan_scores"], every["plan_scores"])
+    assert not np.array_equal(one["plan_scores"], every["plan_scores"])
 
 
 def test_fit_rate_factor_runs_on_a_tile(meadow):
