@@ -575,12 +575,14 @@ def measure_learner(cfg: DictConfig, obs_shape: tuple, replay, settings: DictCon
 
 
 def measure_end_to_end(cfg: DictConfig, tiles: Sequence, env_kwargs: dict, choice: dict, replay,
-                       settings: DictConfig, learner_threads: int) -> dict:
-    """Collection with learner updates (one per ``trainer.train_frequency`` experiences) at ``choice``."""
+                       settings: DictConfig) -> dict:
+    """Collection with learner updates (one per ``trainer.train_frequency`` experiences) at ``choice``, the
+    learner on ``agent.num_threads`` torch threads as in training (null: all cores)."""
     import torch
     from firebreak_exp.agent import DQNAgent
     from firebreak_exp.training import ParallelExperienceCollector
 
+    learner_threads = int(cfg.agent.num_threads) if cfg.agent.get("num_threads") else available_cores()
     previous = torch.get_num_threads()
     torch.set_num_threads(learner_threads)
     vec_env = counting_vector_env_class()(tiles, choice["num_envs"], method=choice["backend"],
@@ -743,7 +745,8 @@ def format_table(report: dict) -> str:
                      f"max_workers={entry['max_workers']} ({entry['experiences_per_s']:.1f} experiences/s)")
     for e2e in report.get("end_to_end", []):
         lines.append(f"end to end with learning ({e2e['simulator']}, {e2e['backend']} x {e2e['num_envs']}, "
-                     f"train_frequency {e2e['train_frequency']}): {e2e['experiences_per_s']:.1f} experiences/s, "
+                     f"train_frequency {e2e['train_frequency']}, {e2e['learner_threads']} learner thread(s)): "
+                     f"{e2e['experiences_per_s']:.1f} experiences/s, "
                      f"{e2e['updates_per_s']:.1f} updates/s")
     for f in report.get("fidelity_by_grid_size", []):
         lines.append(f"fidelity {f['grid_size']}x{f['grid_size']} ({f['simulator']} vs {f['reference']}, "
@@ -955,7 +958,7 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
                 continue
             log.info("end to end: %s, %s x %d", simulator, choice["backend"], choice["num_envs"])
             kwargs = env_kwargs_for(simulator)
-            entry = measure_end_to_end(cfg, tiles, kwargs, choice, replay, bench.end_to_end, learner["threads"])
+            entry = measure_end_to_end(cfg, tiles, kwargs, choice, replay, bench.end_to_end)
             end_to_end.append({"simulator": simulator, **entry})
 
     fidelity_runs = measure_fidelity(cfg, bench.fidelity) if bench.fidelity.enabled else []
