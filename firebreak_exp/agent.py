@@ -469,7 +469,7 @@ class DQNAgent:
         # Carlo returns (n_step None) r is the whole rest of the episode and every transition is terminal.
         # Terminal transitions (done) have no next value: only the others' next states are evaluated.
         with torch.no_grad():
-            next_value = torch.zeros_like(rewards)
+            discounted_next = torch.zeros_like(rewards)       # gamma^n Q_target(s', a*); 0 where not bootstrapped
             bootstrap = (dones == 0) & (self.n_step is not None)
             if bool(bootstrap.any()):
                 if not bool(bootstrap.all()):
@@ -484,8 +484,9 @@ class DQNAgent:
                     next_q_target = self.target_network(next_obs)
                     best_next = masked_argmax(next_q_target, next_mask)
                     value = next_q_target.gather(1, best_next[:, None]).squeeze(1)
-                next_value[bootstrap] = torch.where(next_mask.any(dim=1), value, torch.zeros_like(value))
-            target = self.reward_scale * rewards + self.gamma ** (self.n_step or 0) * next_value
+                value = torch.where(next_mask.any(dim=1), value, torch.zeros_like(value))
+                discounted_next[bootstrap] = self.gamma ** self.n_step * value
+            target = self.reward_scale * rewards + discounted_next
 
         loss = F.smooth_l1_loss(q_taken, target)
 

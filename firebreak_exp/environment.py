@@ -242,7 +242,7 @@ class FuelBreakEnv(gym.Env):
         maps = np.isfinite(shown.arrival)
         num_burnable = self.landscapes[self.tile_index].burnable.sum()
         self.burn_probability = maps.mean(axis=0, dtype=np.float32)
-        flow = shown.flows.mean(axis=0).astype(np.float32)             # fire_flow(shown.arrival)
+        flow = shown.flows.mean(axis=0).astype(np.float32)   # fire_flow(arrival, spread graph), kept per fire
         self.fire_flow = flow * np.float32(100.0 / max(num_burnable, 1))   # % of burnable cells
         if self._hidden is not None:
             maps = np.isfinite(self._hidden.update(self._effective_breaks(self.hidden_ignitions)).arrival)
