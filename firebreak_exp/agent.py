@@ -75,9 +75,11 @@ class QNetwork(nn.Module):
         convs = [m for m in self.net if isinstance(m, nn.Conv2d)]
         first, layers = convs[0], convs[1:]
         head_features, head_obs = self.head.weight.view(-1).split([self.channels, self.in_channels])
-        own = (obs.flatten(2)[torch.arange(batch, device=obs.device), :, cells] * head_obs).sum(dim=1)
+        at_cells = torch.arange(batch, device=obs.device), cells
+        # (B, H*W, C): a view of channels-last observations, in which each cell's channels are contiguous
+        own = (obs.permute(0, 2, 3, 1).reshape(batch, height * width, -1)[at_cells] * head_obs).sum(dim=1)
         if not layers:
-            table = torch.relu_(first(obs)).flatten(2)[torch.arange(batch, device=obs.device), :, cells]
+            table = torch.relu_(first(obs)).permute(0, 2, 3, 1).reshape(batch, height * width, -1)[at_cells]
             return (table * head_features).sum(dim=1) + own + self.head.bias
         cells_np = cells.detach().cpu().numpy()
         plan = cone_plan(cells_np, height, width, [conv.dilation[0] for conv in layers])
@@ -86,14 +88,13 @@ class QNetwork(nn.Module):
             rows = taps.shape[1]
             if index == 0:   # the plan's taps number every cell of the tile; the table holds the lattices
                 taps = lattice_rows[taps]
-            gathered = table.reshape(-1, table.shape[-1]).index_select(
-                0, torch.as_tensor(taps, device=obs.device).view(-1)).view(batch, rows, 9, table.shape[-1])
-            if not inside.all():   # taps outside the tile read the convolution's zero padding
-                gathered = gathered * torch.as_tensor(inside, device=obs.device).unsqueeze(-1)
+            # taps outside the tile read the convolution's zero padding: a zero row after the table's rows
+            table = torch.cat([table.reshape(-1, conv.in_channels), table.new_zeros(1, conv.in_channels)])
+            taps = np.where(inside, taps, len(table) - 1)
+            gathered = table.index_select(0, torch.as_tensor(taps, device=obs.device).view(-1))
             weight = conv.weight.permute(2, 3, 1, 0).reshape(-1, conv.out_channels)  # taps-major, like gathered
-            table = torch.relu_(torch.addmm(conv.bias, gathered.view(batch * rows, -1), weight)
-                                .view(batch, rows, conv.out_channels))
-        return (table[:, 0] * head_features).sum(dim=1) + own + self.head.bias
+            table = torch.relu_(torch.addmm(conv.bias, gathered.view(batch * rows, -1), weight))
+        return (table * head_features).sum(dim=1) + own + self.head.bias
 
 
 def first_layer_on_parity_lattices(first: nn.Conv2d, obs: torch.Tensor, cells: np.ndarray) -> tuple:

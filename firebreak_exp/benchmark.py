@@ -78,18 +78,19 @@ PROCESS_SPEEDUP_TARGET = 1.8
 @dataclass
 class LearnerSettings:
     threads: Optional[int] = None        # torch threads while timing updates; None = 1 and all cores
-    warmup_updates: int = 3
-    updates_per_repeat: int = 10
+    warmup_updates: int = 40             # oneDNN builds a kernel per new convolution shape: untimed until built
+    updates_per_repeat: int = 15
     repeats: int = 3
+    compare_onednn: bool = False         # also time the other oneDNN setting (what trainer.deterministic costs)
 
 
 @dataclass
 class EndToEndSettings:
     enabled: bool = True                 # time collection *with* learner updates at the recommended setting
     simulators: Optional[List[str]] = None   # of benchmark.simulators; None = the configured simulator only
-    warmup_steps: int = 0
+    warmup_steps: int = 10               # untimed vector steps (the learner's convolution kernels get built)
     steps: int = 6                       # vector steps timed (extended until min_seconds)
-    min_seconds: float = 2.0
+    min_seconds: float = 3.0
 
 
 @dataclass
@@ -521,8 +522,9 @@ def demonstration_share(cfg: DictConfig) -> float:
 
 def measure_learner(cfg: DictConfig, obs_shape: tuple, replay, settings: DictConfig) -> dict:
     """``DQNAgent.update`` on batches of ``agent.batch_size`` from ``replay``: updates/s (median of repeats),
-    with ``learner.threads`` torch threads, or with 1 and with all cores when it is null, with oneDNN
-    convolutions on and off, and with no demonstrations in the buffer and with training's share of them
+    with ``learner.threads`` torch threads, or with 1 and with all cores when it is null, with training's
+    oneDNN setting (and the other one with ``compare_onednn``), after ``warmup_updates`` untimed ones (oneDNN
+    builds a kernel for each convolution shape it has not seen), and with no demonstrations in the buffer and with training's share of them
     (:func:`demonstration_share`, random transitions marked as expert's); all repeats interleaved.
     ``updates_per_s`` and ``threads`` are the faster thread count's with training's oneDNN setting
     (``onednn``) on batches without demonstrations; ``updates_per_s_with_demonstrations`` the same thread
@@ -533,8 +535,9 @@ def measure_learner(cfg: DictConfig, obs_shape: tuple, replay, settings: DictCon
     thread_counts = [int(settings.threads)] if settings.threads else sorted({1, available_cores()})
     onednn, share = onednn_for(cfg), demonstration_share(cfg)
     marks = np.random.default_rng(int(cfg.seed)).random(len(replay)) < share
+    modes = (onednn, not onednn) if settings.compare_onednn else (onednn,)
     settings_list = [(threads, mode, demos) for demos in ((False, True) if share > 0 else (False,))
-                     for mode in (onednn, not onednn) for threads in thread_counts]
+                     for mode in modes for threads in thread_counts]
     previous, previous_onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
     agent_kwargs = OmegaConf.to_container(cfg.agent, resolve=True)
     batch_size = int(cfg.agent.batch_size)
