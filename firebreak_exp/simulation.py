@@ -231,9 +231,6 @@ class FireSimulator:
     """
 
     name: str = "base"
-    #: True when a break can only change fires that burned its cell or one of the 8 neighbours (what
-    #: :class:`TrackedFires` relies on); the level-set reference gives no such guarantee.
-    local_breaks: bool = False
 
     def __init__(self, tile, scenario: Optional[Scenario] = None):
         self.tile = tile
@@ -524,7 +521,7 @@ class TravelTimeSimulator(FireSimulator):
     has a second, source-only graph node whose out-edges skip the ignition cell's own share of the edge
     time (``ignite_whole_cell=False`` starts fires at the cell centre instead). ``burn_maps`` skips the edges
     that need a broken cell and runs Dijkstra from each ignition, stopping at ``burn_duration``
-    (:func:`_graph_distances`, compiled; the numbers of ``scipy.sparse.csgraph.dijkstra`` with ``limit``);
+    (:func:`_shortest_paths`, compiled; the numbers of ``scipy.sparse.csgraph.dijkstra`` with ``limit``);
     a cell is burned when its arrival time is within ``burn_duration``, every travel time being divided by
     ``rate_factor``.
 
@@ -535,9 +532,6 @@ class TravelTimeSimulator(FireSimulator):
     """
 
     name = "travel_time"
-    # A move needs its end cells and the cells it crosses, all within one king move of the burned cell it
-    # leaves; and a break where no fire arrives within the burn duration only cuts paths already too long.
-    local_breaks = True
 
     def __init__(self, tile, scenario: Optional[Scenario] = None, rate_factor: Optional[float] = None,
                  neighbours: int = 16, num_azimuths: int = 32, surface_lw_ratio_model: str = "behave",
@@ -609,6 +603,14 @@ class TravelTimeSimulator(FireSimulator):
         for key in ("src", "dst", "via1", "via2"):
             setattr(self, "_" + key, np.concatenate([edges[key], edges[key]])[order].astype(np.int32))
         self._first_edge = np.concatenate(([0], np.cumsum(np.bincount(self._node_src, minlength=2 * n_cells))))
+        self._in_edge = np.argsort(self._dst, kind="stable")          # edge ids by the node they reach
+        # the moves each cell blocks when broken (it starts, ends or is crossed by them): cell c's are
+        # _blocked_edge[_blocked_first[c]:_blocked_first[c + 1]]
+        cell_edge = np.unique(np.column_stack([np.concatenate([self._src, self._dst, self._via1, self._via2]),
+                                               np.tile(np.arange(len(self._dst)), 4)]), axis=0)
+        self._blocked_edge = cell_edge[:, 1]
+        self._blocked_first = np.concatenate(([0], np.cumsum(np.bincount(cell_edge[:, 0], minlength=n_cells))))
+        self._in_first = np.concatenate(([0], np.cumsum(np.bincount(self._dst, minlength=2 * n_cells))))
         self.num_edges = len(edges["src"])
         self._arrival(np.zeros((0, 2), np.int64), None)   # compiles the kernel here, not in the first fire
         self._spread_graph: Optional[SpreadGraph] = None
@@ -624,32 +626,142 @@ class TravelTimeSimulator(FireSimulator):
 
     def _arrival(self, ignitions: np.ndarray, breaks: Optional[np.ndarray]) -> np.ndarray:
         """Calibrated minutes: graph distances / ``rate_factor``, inf beyond ``burn_duration``."""
-        n_cells = self.shape[0] * self.shape[1]
-        if breaks is None:
-            keep = np.ones(len(self._weight), dtype=bool)
-        else:                         # a break blocks every move that starts, ends or squeezes through it
-            flat = breaks.ravel()
-            keep = ~(flat[self._src] | flat[self._dst] | flat[self._via1] | flat[self._via2])
         cells = ignitions[:, 0] * self.shape[1] + ignitions[:, 1]
-        dist = np.empty((len(cells), n_cells))
-        _compiled(_graph_distances)(self._first_edge, self._dst, self._weight, keep, cells + n_cells,
-                                    float(self.scenario.burn_duration) * self.rate_factor, dist)
-        dist[np.arange(len(cells)), cells] = 0.0
-        return dist.reshape((len(ignitions),) + self.shape) / self.rate_factor
+        distance = np.empty((len(cells), len(self._first_edge) - 1))
+        self._search(cells + self.burnable.size, self._keep(breaks), distance, np.empty((len(cells), 0), np.int64))
+        return self._minutes(distance, cells)
+
+    def search(self, ignitions: np.ndarray, fuel_breaks: Optional[np.ndarray] = None) -> "FireSearch":
+        """:meth:`arrival_times` of ``ignitions`` under ``fuel_breaks`` (in ``.arrival``), with each fire's
+        shortest-path tree kept, so that :meth:`add_breaks` brings them to more breaks cheaply."""
+        ign = _as_ignitions(ignitions, self.shape)
+        breaks = _as_breaks(fuel_breaks, self.shape)
+        breaks = np.zeros(self.shape, bool) if breaks is None else breaks.copy()
+        nodes = len(self._first_edge) - 1
+        fires = FireSearch(ign, breaks, self._keep(breaks), np.empty((len(ign),) + self.shape),
+                           np.empty((len(ign), nodes)), np.empty((len(ign), nodes), np.int64))
+        cells = ign[:, 0] * self.shape[1] + ign[:, 1]
+        self._search(cells + self.burnable.size, fires.keep, fires.distance, fires.parent)
+        self._update_arrival(fires, np.arange(len(ign)))
+        return fires
+
+    def add_breaks(self, fires: "FireSearch", fuel_breaks: np.ndarray) -> np.ndarray:
+        """Bring ``fires`` (from :meth:`search`) to ``fuel_breaks``, its breaks and more; returns the indices
+        of the fires whose arrival changed. A fire is searched again only where its shortest paths used a
+        move the new breaks block; the arrival times are those :meth:`arrival_times` gives."""
+        breaks = _as_breaks(fuel_breaks, self.shape)
+        breaks = np.zeros(self.shape, bool) if breaks is None else breaks
+        if (fires.breaks & ~breaks).any():
+            raise ValueError("add_breaks cannot take breaks away; search again")
+        blocked = [self._blocked_edge[self._blocked_first[c]:self._blocked_first[c + 1]]
+                   for c in np.flatnonzero(breaks & ~fires.breaks)]
+        removed = np.unique(np.concatenate(blocked, dtype=np.int64)) if blocked else np.zeros(0, np.int64)
+        removed = removed[fires.keep[removed]]
+        fires.keep[removed] = False
+        changed = self._search(np.full(len(fires.ignitions), -1), fires.keep, fires.distance, fires.parent, removed)
+        fires.breaks = breaks.copy()
+        changed = np.flatnonzero(changed)
+        self._update_arrival(fires, changed)
+        return changed
+
+    def _keep(self, breaks: Optional[np.ndarray]) -> np.ndarray:
+        """bool per edge: the moves no break blocks (a break blocks every move that starts, ends or squeezes
+        through it)."""
+        if breaks is None:
+            return np.ones(len(self._weight), dtype=bool)
+        flat = breaks.ravel()
+        return ~(flat[self._src] | flat[self._dst] | flat[self._via1] | flat[self._via2])
+
+    def _search(self, starts, keep, distance, parent, removed=np.zeros(0, np.int64)) -> np.ndarray:
+        """:func:`_shortest_paths` on this graph (uncalibrated distances); returns ``changed``."""
+        changed = np.zeros(len(starts), bool)
+        _compiled(_shortest_paths)(self._first_edge, self._node_src, self._dst, self._weight, keep, self._in_first,
+                                   self._in_edge, removed, float(self.scenario.burn_duration) * self.rate_factor,
+                                   np.asarray(starts, np.int64), distance, parent, changed)
+        return changed
+
+    def _minutes(self, distance: np.ndarray, cells: np.ndarray) -> np.ndarray:
+        """float64 (k, H, W) calibrated arrival minutes from graph ``distance`` (k, nodes), 0 at each fire's
+        ignition ``cells``."""
+        arrival = distance[:, :self.burnable.size].copy()
+        arrival[np.arange(len(cells)), cells] = 0.0
+        return arrival.reshape((len(cells),) + self.shape) / self.rate_factor
+
+    def _update_arrival(self, fires: "FireSearch", which: np.ndarray) -> None:
+        """``fires.arrival`` of fires ``which`` from their distances (inf: lit on a broken or non-burnable cell)."""
+        ign = fires.ignitions[which]
+        fires.arrival[which] = self._minutes(fires.distance[which], ign[:, 0] * self.shape[1] + ign[:, 1])
+        lit = (self.burnable & ~fires.breaks)[ign[:, 0], ign[:, 1]]
+        fires.arrival[which[~lit]] = np.inf
 
 
-def _graph_distances(first_edge, target, weight, keep, sources, limit, out):
-    """Dijkstra's shortest distances from each of ``sources`` over a graph whose node u's edges are
-    ``first_edge[u]:first_edge[u + 1]`` of ``target``/``weight``, skipping the edges where ``keep`` is false:
-    nodes 0 .. out.shape[1] - 1 into ``out`` rows, inf beyond ``limit`` (scipy's ``dijkstra(..., limit=)``,
-    the same numbers; compiled with numba: a binary heap whose stale entries are skipped when popped)."""
-    dist = np.empty(len(first_edge) - 1)
+@dataclass
+class FireSearch:
+    """Fires on a :class:`TravelTimeSimulator` with their shortest-path trees, for adding breaks
+    (:meth:`TravelTimeSimulator.search`, :meth:`TravelTimeSimulator.add_breaks`)."""
+
+    ignitions: np.ndarray   # int64 (k, 2) rows and columns
+    breaks: np.ndarray      # bool (H, W) the breaks the fires burned under
+    keep: np.ndarray        # bool (edges) the moves they leave open
+    arrival: np.ndarray     # float64 (k, H, W) minutes, as FireSimulator.arrival_times
+    distance: np.ndarray    # float64 (k, nodes) graph distances (before the rate factor)
+    parent: np.ndarray      # int64 (k, nodes) the edge each node was reached by (-1: none)
+
+
+def _shortest_paths(first_edge, source, target, weight, keep, in_first, in_edge, removed, limit, starts,
+                    dist, parent, changed):
+    """Dijkstra's shortest distances over a graph whose edge e runs from ``source[e]`` to ``target[e]``,
+    node u's edges being ``first_edge[u]:first_edge[u + 1]`` (``in_first``/``in_edge``: the edge ids into
+    each node), skipping the edges where ``keep`` is false; inf beyond ``limit`` (scipy's
+    ``dijkstra(..., limit=)``, the same numbers; compiled with numba: a binary heap whose stale entries are
+    skipped when popped). Row i of ``dist`` (nodes) receives fire i's distances, and of ``parent``, when it
+    has columns, its shortest-path tree: the edge that reached each node (-1: none).
+
+    ``starts[i]`` >= 0 searches from that node. ``starts[i]`` < 0 continues a search whose tree is in
+    ``dist[i]`` and ``parent[i]`` on a graph that also had the ``removed`` edges (ids): only the nodes whose
+    tree path used one of them can be reached later now, so just they are reset and reached again, from
+    their other neighbours (the distances of all the others stand, and the numbers are a new search's);
+    ``changed[i]`` tells whether any distance changed."""
+    nodes = len(first_edge) - 1
+    track = parent.shape[1] > 0
     heap_key = np.empty(len(target) + 1)            # a node enters the heap once per shortening edge
     heap_node = np.empty(len(target) + 1, np.int64)
-    for i in range(len(sources)):
-        dist[:] = np.inf
-        dist[sources[i]] = 0.0
-        heap_key[0], heap_node[0], size = 0.0, sources[i], 1
+    stack = np.empty(nodes, np.int64)               # the nodes a continued search reaches again
+    previous = np.empty(nodes)
+    affected = np.zeros(nodes, np.bool_)
+    for i in range(len(starts)):
+        size, count = 0, 0
+        if starts[i] >= 0:
+            dist[i] = np.inf
+            if track:
+                parent[i] = -1
+            dist[i, starts[i]] = 0.0
+            heap_key[0], heap_node[0], size = 0.0, starts[i], 1
+        else:
+            for edge in removed:                     # the tree below a removed edge is cut off
+                node = target[edge]
+                if parent[i, node] == edge and not affected[node]:
+                    affected[node], stack[count], count = True, node, count + 1
+            done = 0
+            while done < count:
+                node, done = stack[done], done + 1
+                for edge in range(first_edge[node], first_edge[node + 1]):
+                    child = target[edge]
+                    if parent[i, child] == edge and not affected[child]:
+                        affected[child], stack[count], count = True, child, count + 1
+            for j in range(count):
+                previous[j], dist[i, stack[j]], parent[i, stack[j]] = dist[i, stack[j]], np.inf, -1
+            for j in range(count):                   # reached again from the nodes whose distance stands
+                node = stack[j]
+                for k in range(in_first[node], in_first[node + 1]):
+                    edge = in_edge[k]
+                    reach = dist[i, source[edge]] + weight[edge]
+                    if keep[edge] and not affected[source[edge]] and reach < dist[i, node] and reach <= limit:
+                        dist[i, node], parent[i, node] = reach, edge
+                if dist[i, node] < np.inf:
+                    heap_key[size], heap_node[size], size = dist[i, node], node, size + 1
+            order = np.argsort(heap_key[:size])      # sorted keys are a heap
+            heap_key[:size], heap_node[:size] = heap_key[:size][order], heap_node[:size][order]
         while size > 0:
             d, node = heap_key[0], heap_node[0]
             size -= 1
@@ -664,19 +776,24 @@ def _graph_distances(first_edge, target, weight, keep, sources, limit, out):
                     heap_key[pos], heap_node[pos] = heap_key[child], heap_node[child]
                     pos = child
                 heap_key[pos], heap_node[pos] = key, item
-            if d > dist[node]:
+            if d > dist[i, node]:
                 continue                                # stale: the node was reached sooner since
             for edge in range(first_edge[node], first_edge[node + 1]):
                 to, reach = target[edge], d + weight[edge]
-                if keep[edge] and reach < dist[to] and reach <= limit:
-                    dist[to] = reach
+                if keep[edge] and reach < dist[i, to] and reach <= limit:
+                    dist[i, to] = reach
+                    if track:
+                        parent[i, to] = edge
                     pos = size                          # push: sift up from the end
                     size += 1
                     while pos > 0 and heap_key[(pos - 1) // 2] > reach:
                         heap_key[pos], heap_node[pos] = heap_key[(pos - 1) // 2], heap_node[(pos - 1) // 2]
                         pos = (pos - 1) // 2
                     heap_key[pos], heap_node[pos] = reach, to
-        out[i] = dist[:out.shape[1]]
+        changed[i] = starts[i] >= 0
+        for j in range(count):
+            changed[i] |= dist[i, stack[j]] != previous[j]
+            affected[stack[j]] = False
 
 
 @dataclass(frozen=True)
@@ -829,8 +946,9 @@ def _tree_counts(arrival, source, minutes, start, tie, out):
 
 
 def king_dilation(maps: np.ndarray) -> np.ndarray:
-    """bool (k, H, W): the cells of ``maps`` and their 8 neighbours. Of burn maps, the cells where a break can
-    change each fire on a simulator with ``local_breaks``."""
+    """bool (k, H, W): the cells of ``maps`` and their 8 neighbours. Of travel-time burn maps, the cells where
+    a break can change each fire (a move needs its end cells and the cells it crosses, all within one king
+    move of the burned cell it leaves)."""
     maps = np.asarray(maps, dtype=bool)
     padded = np.pad(maps, ((0, 0), (1, 1), (1, 1)))
     rows, cols = maps.shape[-2:]
@@ -845,10 +963,11 @@ class TrackedFires:
     """A fixed set of fires followed while fuel breaks are added (an episode's shown and reward fires).
 
     :meth:`update` brings ``arrival`` (float64 (k, H, W) minutes, as :meth:`FireSimulator.arrival_times`)
-    and, with ``with_flows``, ``flows`` (:func:`fire_flows`) to the given breaks. On a simulator with
-    ``local_breaks`` only the fires that burned a newly broken cell or one of its 8 neighbours are simulated
-    again; otherwise, or when a break was taken away, every fire is. Either way the result is what
-    simulating every fire under the breaks gives.
+    and, with ``with_flows``, ``flows`` (:func:`fire_flows`) to the given breaks. On a simulator that adds
+    breaks to a search (:meth:`TravelTimeSimulator.add_breaks`) a fire is searched again only below the
+    moves a new break blocks on its shortest paths, and its flows counted again only when its arrival
+    changed; otherwise, or when a break was taken away, every fire is simulated again. Either way the result
+    is what simulating every fire under the breaks gives.
     """
 
     def __init__(self, simulator: FireSimulator, ignitions: np.ndarray, with_flows: bool = True):
@@ -858,25 +977,26 @@ class TrackedFires:
         self.arrival: Optional[np.ndarray] = None
         self.flows: Optional[np.ndarray] = None
         self.breaks: Optional[np.ndarray] = None
-
-    def _changed_fires(self, breaks: np.ndarray) -> np.ndarray:
-        if self.arrival is None or not self.simulator.local_breaks or (self.breaks & ~breaks).any():
-            return np.arange(len(self.ignitions))
-        new = breaks & ~self.breaks
-        if not new.any():
-            return np.zeros(0, np.int64)
-        return np.flatnonzero(king_dilation(np.isfinite(self.arrival))[:, new].any(axis=1))
+        self._search: Optional[FireSearch] = None
 
     def update(self, breaks: np.ndarray) -> "TrackedFires":
         breaks = np.asarray(breaks, dtype=bool)
-        changed = self._changed_fires(breaks)
-        if self.arrival is None:
-            self.arrival = self.simulator.arrival_times(self.ignitions, breaks)
-            self.flows = fire_flows(self.arrival, self.simulator.spread_graph()) if self.with_flows else None
-        elif len(changed):
-            self.arrival[changed] = self.simulator.arrival_times(self.ignitions[changed], breaks)
-            if self.with_flows:
-                self.flows[changed] = fire_flows(self.arrival[changed], self.simulator.spread_graph())
+        adds_breaks = hasattr(self.simulator, "add_breaks")
+        if self.arrival is None or not adds_breaks or (self.breaks & ~breaks).any():
+            if adds_breaks:
+                self._search = self.simulator.search(self.ignitions, breaks)
+                self.arrival = self._search.arrival
+            else:
+                self.arrival = self.simulator.arrival_times(self.ignitions, breaks)
+            changed = np.arange(len(self.ignitions))
+        else:
+            changed = self.simulator.add_breaks(self._search, breaks)
+        if self.with_flows and len(changed):
+            flows = fire_flows(self.arrival[changed], self.simulator.spread_graph())
+            if self.flows is None:
+                self.flows = flows
+            else:
+                self.flows[changed] = flows
         self.breaks = breaks.copy()
         return self
 

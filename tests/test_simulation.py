@@ -140,34 +140,43 @@ def test_no_mutation_and_deterministic(sim, untreated, meadow):
     np.testing.assert_array_equal(sim.burn_maps(ignitions), maps)   # identical after a treated run too
 
 
-def test_tracked_fires_resimulate_only_the_fires_a_new_break_can_change(meadow):
-    """Travel time: after each new break, the tracked fires equal all fires simulated again, and only the
-    fires that burned the broken cell or a neighbour were simulated."""
-    sim = TravelTimeSimulator(meadow, Scenario(burn_duration=240.0))
+def test_tracked_fires_equal_all_fires_simulated_again_after_every_new_break(tiles25):
+    """Travel time: breaks added one at a time (on burned cells, beside them, on ignition points) and several
+    at once: the tracked fires' arrival times and flows equal all fires simulated again, exactly; add_breaks
+    names exactly the fires whose arrival changed."""
     rng = np.random.default_rng(5)
-    burnable = np.flatnonzero(sim.burnable)
-    ignitions = np.column_stack(np.unravel_index(rng.choice(burnable, 12, replace=False), sim.shape))
-    calls = []
-    sim.arrival_times = lambda ign, breaks=None, f=sim.arrival_times: calls.append(len(ign)) or f(ign, breaks)
-    tracked = TrackedFires(sim, ignitions)
-    breaks = np.zeros(sim.shape, bool)
-    tracked.update(breaks)
-    simulated = []
-    for cell in rng.choice(burnable, 20, replace=False):
-        burned = np.isfinite(tracked.arrival)
-        r, c = divmod(int(cell), sim.shape[1])
-        near = burned[:, max(r - 1, 0):r + 2, max(c - 1, 0):c + 2].any(axis=(1, 2)).sum()
-        breaks.flat[cell] = True
-        before = len(calls)
+    for tile in tiles25[::90]:
+        sim = TravelTimeSimulator(tile)
+        burnable = np.flatnonzero(sim.burnable)
+        if len(burnable) < 50:
+            continue
+        ignitions = np.column_stack(np.unravel_index(rng.choice(burnable, 12, replace=False), sim.shape))
+        tracked = TrackedFires(sim, ignitions)
+        breaks = np.zeros(sim.shape, bool)
         tracked.update(breaks)
-        assert calls[before:] == ([near] if near else [])
-        expected = sim.arrival_times(ignitions, breaks)
-        assert np.array_equal(tracked.arrival, expected)
-        assert np.array_equal(tracked.flows, fire_flows(expected, sim.spread_graph()))
-        simulated.append(near)
-    assert 0 < sum(simulated) < 20 * len(ignitions)       # fewer fires than all 12 after every break
-    tracked.update(np.zeros(sim.shape, bool))            # breaks taken away: every fire again
-    assert calls[-1] == len(ignitions) and np.array_equal(tracked.arrival, sim.arrival_times(ignitions))
+        burned = np.isfinite(tracked.arrival).any(axis=0).ravel()
+        additions = [[c] for c in rng.choice(np.flatnonzero(burned & sim.burnable.ravel()), 25, replace=False)]
+        additions += [[ignitions[0, 0] * sim.shape[1] + ignitions[0, 1]], list(rng.choice(burnable, 6))]
+        changes = []
+        for cells in additions:
+            before = tracked.arrival.copy()
+            breaks.flat[cells] = True
+            changed = sim.add_breaks(dataclasses.replace(tracked._search, arrival=before.copy(),
+                                                         keep=tracked._search.keep.copy(),
+                                                         distance=tracked._search.distance.copy(),
+                                                         parent=tracked._search.parent.copy()), breaks)
+            tracked.update(breaks)
+            expected = sim.arrival_times(ignitions, breaks)
+            assert np.array_equal(tracked.arrival, expected)
+            assert np.array_equal(tracked._search.keep, sim._keep(breaks))
+            assert np.array_equal(tracked.flows, fire_flows(expected, sim.spread_graph()))
+            moved = np.flatnonzero((expected != before).any(axis=(1, 2)))
+            np.testing.assert_array_equal(changed, moved)
+            changes.append(len(moved))
+        assert not np.isfinite(tracked.arrival[0]).any()       # its ignition point broken: fire 0 burns nothing
+        assert 0 < sum(changes) < len(additions) * len(ignitions)
+        tracked.update(np.zeros(sim.shape, bool))            # breaks taken away: every fire searched anew
+        assert np.array_equal(tracked.arrival, sim.arrival_times(ignitions))
 
 
 def test_path_tree_hangs_a_cell_reached_by_tied_paths_from_their_common_ancestor():
