@@ -210,29 +210,26 @@ def validate_benchmark(cfg: Any) -> DictConfig:
 # ---------------------------------------------------------------------------------------------------------
 
 class CountingSimulatorFactory:
-    """Wraps a simulator factory; every simulator it builds adds the fires it burns to ``count``.
-
-    ``FireSimulator.burn_maps`` hands only ignitions on burnable, unbroken cells to ``_arrival`` (the others
-    burn nothing without simulating), so ``count`` is the number of fire simulations actually run.
-    """
+    """Wraps a simulator factory; ``count`` is the fires the simulators it built have burned
+    (``FireSimulator.fires_simulated``: the lit ignitions they simulated, and the fires a travel-time search
+    took up again after a new break), the fire simulations actually run."""
 
     def __init__(self, factory: Callable):
         self.factory = factory
-        self.count = 0
+        self.simulators: list = []
+        self.counted = 0                  # what a pickled copy (sent back from a worker) carries instead
 
     def __call__(self, *args, **kwargs):
         simulator = self.factory(*args, **kwargs)
-        arrival = simulator._arrival
-
-        def counted_arrival(ignitions, breaks):
-            self.count += len(ignitions)
-            return arrival(ignitions, breaks)
-
-        simulator._arrival = counted_arrival
+        self.simulators.append(simulator)
         return simulator
 
-    def __getstate__(self) -> dict:   # sent back to the parent by ``simulation_counts``
-        return {"factory": self.factory, "count": self.count}
+    @property
+    def count(self) -> int:
+        return self.counted + sum(simulator.fires_simulated for simulator in self.simulators)
+
+    def __getstate__(self) -> dict:   # sent back to the parent by ``simulation_counts``: the count only
+        return {"factory": self.factory, "simulators": [], "counted": self.count}
 
 
 class StepClock:

@@ -240,6 +240,7 @@ class FireSimulator:
         self.burnable.flags.writeable = False
         self.num_burnable = int(self.burnable.sum())
         self._spread_rates: dict = {}   # (azimuth, surface_lw_ratio_model) -> float64 (H, W) m/min
+        self.fires_simulated = 0        # fires burned so far (searched again, for TravelTimeSimulator.add_breaks)
 
     def spread_rates(self, azimuths: Sequence[float], surface_lw_ratio_model: str = "behave") -> np.ndarray:
         """:func:`directional_spread_rates` of this tile and scenario, each azimuth computed once per
@@ -266,6 +267,7 @@ class FireSimulator:
         lit = live[ign[:, 0], ign[:, 1]]
         if lit.any():
             times[lit] = self._arrival(ign[lit], breaks)
+            self.fires_simulated += int(lit.sum())
         return times
 
     def burn_maps(self, ignitions: np.ndarray, fuel_breaks: Optional[np.ndarray] = None) -> np.ndarray:
@@ -641,7 +643,8 @@ class TravelTimeSimulator(FireSimulator):
         fires = FireSearch(ign, breaks, self._keep(breaks), np.empty((len(ign),) + self.shape),
                            np.empty((len(ign), nodes)), np.empty((len(ign), nodes), np.int64))
         cells = ign[:, 0] * self.shape[1] + ign[:, 1]
-        self._search(cells + self.burnable.size, fires.keep, fires.distance, fires.parent)
+        searched, _ = self._search(cells + self.burnable.size, fires.keep, fires.distance, fires.parent)
+        self.fires_simulated += int(searched.sum())
         self._update_arrival(fires, np.arange(len(ign)))
         return fires
 
@@ -658,7 +661,9 @@ class TravelTimeSimulator(FireSimulator):
         removed = np.unique(np.concatenate(blocked, dtype=np.int64)) if blocked else np.zeros(0, np.int64)
         removed = removed[fires.keep[removed]]
         fires.keep[removed] = False
-        changed = self._search(np.full(len(fires.ignitions), -1), fires.keep, fires.distance, fires.parent, removed)
+        searched, changed = self._search(np.full(len(fires.ignitions), -1), fires.keep, fires.distance,
+                                         fires.parent, removed)
+        self.fires_simulated += int(searched.sum())
         fires.breaks = breaks.copy()
         changed = np.flatnonzero(changed)
         self._update_arrival(fires, changed)
@@ -672,13 +677,13 @@ class TravelTimeSimulator(FireSimulator):
         flat = breaks.ravel()
         return ~(flat[self._src] | flat[self._dst] | flat[self._via1] | flat[self._via2])
 
-    def _search(self, starts, keep, distance, parent, removed=np.zeros(0, np.int64)) -> np.ndarray:
-        """:func:`_shortest_paths` on this graph (uncalibrated distances); returns ``changed``."""
-        changed = np.zeros(len(starts), bool)
+    def _search(self, starts, keep, distance, parent, removed=np.zeros(0, np.int64)) -> tuple:
+        """:func:`_shortest_paths` on this graph (uncalibrated distances); returns ``(searched, changed)``."""
+        searched, changed = np.zeros(len(starts), bool), np.zeros(len(starts), bool)
         _compiled(_shortest_paths)(self._first_edge, self._node_src, self._dst, self._weight, keep, self._in_first,
                                    self._in_edge, removed, float(self.scenario.burn_duration) * self.rate_factor,
-                                   np.asarray(starts, np.int64), distance, parent, changed)
-        return changed
+                                   np.asarray(starts, np.int64), distance, parent, searched, changed)
+        return searched, changed
 
     def _minutes(self, distance: np.ndarray, cells: np.ndarray) -> np.ndarray:
         """float64 (k, H, W) calibrated arrival minutes from graph ``distance`` (k, nodes), 0 at each fire's
@@ -709,7 +714,7 @@ class FireSearch:
 
 
 def _shortest_paths(first_edge, source, target, weight, keep, in_first, in_edge, removed, limit, starts,
-                    dist, parent, changed):
+                    dist, parent, searched, changed):
     """Dijkstra's shortest distances over a graph whose edge e runs from ``source[e]`` to ``target[e]``,
     node u's edges being ``first_edge[u]:first_edge[u + 1]`` (``in_first``/``in_edge``: the edge ids into
     each node), skipping the edges where ``keep`` is false; inf beyond ``limit`` (scipy's
@@ -720,8 +725,9 @@ def _shortest_paths(first_edge, source, target, weight, keep, in_first, in_edge,
     ``starts[i]`` >= 0 searches from that node. ``starts[i]`` < 0 continues a search whose tree is in
     ``dist[i]`` and ``parent[i]`` on a graph that also had the ``removed`` edges (ids): only the nodes whose
     tree path used one of them can be reached later now, so just they are reset and reached again, from
-    their other neighbours (the distances of all the others stand, and the numbers are a new search's);
-    ``changed[i]`` tells whether any distance changed."""
+    their other neighbours (the distances of all the others stand, and the numbers are a new search's).
+    ``searched[i]`` tells whether fire i was searched (anew, or again below a removed edge), ``changed[i]``
+    whether any of its distances changed."""
     nodes = len(first_edge) - 1
     track = parent.shape[1] > 0
     heap_key = np.empty(len(target) + 1)            # a node enters the heap once per shortening edge
@@ -790,6 +796,7 @@ def _shortest_paths(first_edge, source, target, weight, keep, in_first, in_edge,
                         heap_key[pos], heap_node[pos] = heap_key[(pos - 1) // 2], heap_node[(pos - 1) // 2]
                         pos = (pos - 1) // 2
                     heap_key[pos], heap_node[pos] = reach, to
+        searched[i] = starts[i] >= 0 or count > 0
         changed[i] = starts[i] >= 0
         for j in range(count):
             changed[i] |= dist[i, stack[j]] != previous[j]
