@@ -90,7 +90,7 @@ class EndToEndSettings:
     simulators: Optional[List[str]] = None   # of benchmark.simulators; None = the configured simulator only
     warmup_steps: int = 10               # untimed vector steps (the learner's convolution kernels get built)
     steps: int = 6                       # vector steps timed (extended until min_seconds)
-    min_seconds: float = 3.0
+    min_seconds: float = 2.0
 
 
 @dataclass
@@ -99,7 +99,7 @@ class FidelitySettings:
     grid_sizes: Optional[List[int]] = field(default_factory=lambda: [25, 50])  # tile sizes; None = landscape.grid_size
     max_tiles: Any = field(default_factory=lambda: [3, 4])           # held-out tiles (spread evenly): one
     ignitions_per_tile: Any = field(default_factory=lambda: [4, 8])  # number, or one per grid size
-    plan_ignitions: Any = field(default_factory=lambda: [4, 4])      # of those, the fires scoring each plan (null: all)
+    plan_ignitions: Any = field(default_factory=lambda: [4, 3])      # of those, the fires scoring each plan (null: all)
     num_plans: int = 30                  # fuel-break plans ranked by both simulators (pooled over tiles)
     budget_fraction: float = 0.05        # plan size, fraction of burnable cells
     seed: int = 0
