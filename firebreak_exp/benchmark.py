@@ -521,8 +521,9 @@ def measure_learner(cfg: DictConfig, obs_shape: tuple, replay, settings: DictCon
     """``DQNAgent.update`` on batches of ``agent.batch_size`` from ``replay``: updates/s (median of repeats),
     with ``learner.threads`` torch threads, or with 1 and with all cores when it is null, with training's
     oneDNN setting (and the other one with ``compare_onednn``), after ``warmup_updates`` untimed ones (oneDNN
-    builds a kernel for each convolution shape it has not seen), and with no demonstrations in the buffer and with training's share of them
-    (:func:`demonstration_share`, random transitions marked as expert's); all repeats interleaved.
+    builds a kernel for each convolution shape it has not seen), and with no demonstrations in the buffer and
+    with training's share of them (:func:`demonstration_share`, random transitions marked as expert's); all
+    repeats interleaved.
     ``updates_per_s`` and ``threads`` are the faster thread count's with training's oneDNN setting
     (``onednn``) on batches without demonstrations; ``updates_per_s_with_demonstrations`` the same thread
     count's with them; ``updates_per_s_by_setting`` has them all. The marks stay in ``replay`` afterwards."""
