@@ -272,8 +272,9 @@ class CountingVectorEnv(VectorizedFireEnv):
     simulator construction)."""
 
     def create_environment(self, index: int):
-        env = super().create_environment(index)
-        env.simulator_factory = CountingSimulatorFactory(env.simulator_factory)
+        from firebreak_exp.environment import FuelBreakEnv
+        factory = CountingSimulatorFactory(self.env_kwargs["simulator_factory"])
+        env = FuelBreakEnv(self.landscapes, **{**self.env_kwargs, "simulator_factory": factory})  # own simulators
         for tile_index in range(len(env.landscapes)):
             env.simulator(tile_index)
         env.take_step_seconds = StepClock(env).take

@@ -86,19 +86,30 @@ def action_mask_from_observation(obs: np.ndarray) -> np.ndarray:
     return valid.reshape(*valid.shape[:-2], -1)
 
 
+class SharedTiles:
+    """Per tile index, the fire simulator and static channels that environments of one process over the same
+    tiles, simulator factory and scenario build once between them (a tile's simulator takes ~0.3 s to build;
+    simulators keep no episode state)."""
+
+    def __init__(self):
+        self.simulators: dict[int, FireSimulator] = {}
+        self.static: dict[int, np.ndarray] = {}
+
+
 class FuelBreakEnv(gym.Env):
     """Place fuel breaks, one cell per step, on tiles drawn from ``landscapes``.
 
     ``simulator_factory(tile=..., scenario=...)`` builds a fire simulator; one is
-    built per tile, once, and reused. An action on a masked cell places no break
-    but still spends budget (``info["invalid_action"]``).
+    built per tile, once, and reused (by every environment given the same ``shared``
+    tiles). An action on a masked cell places no break but still spends budget
+    (``info["invalid_action"]``).
     """
 
     metadata = {"render_modes": []}
 
     def __init__(self, landscapes: Sequence[Tile], simulator_factory: SimulatorFactory,
                  scenario: Scenario, budget_percent: float = 5.0, percentage_increment: float = 1.0,
-                 reward_ignitions: Optional[int] = None):
+                 reward_ignitions: Optional[int] = None, shared: Optional[SharedTiles] = None):
         if not landscapes:
             raise ValueError("FuelBreakEnv needs at least one landscape tile")
         shapes = {tile.shape for tile in landscapes}
@@ -122,8 +133,8 @@ class FuelBreakEnv(gym.Env):
         high[FIRE_FLOW_CHANNEL] = 100.0                      # % of burnable cells
         self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(height * width)
-        self._simulators: dict[int, FireSimulator] = {}
-        self._static: dict[int, np.ndarray] = {}
+        shared = SharedTiles() if shared is None else shared
+        self._simulators, self._static = shared.simulators, shared.static
         self.tile_index = -1
 
     # -- episode ---------------------------------------------------------------------------

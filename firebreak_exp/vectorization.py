@@ -180,9 +180,12 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
 
     def create_environment(self, index: int) -> gym.Env:
-        """Build environment ``index``: a FuelBreakEnv over all landscapes by default."""
-        from firebreak_exp.environment import FuelBreakEnv
-        return FuelBreakEnv(self.landscapes, **self.env_kwargs)
+        """Build environment ``index``: a FuelBreakEnv over all landscapes by default; the environments built in
+        one process share their tiles' simulators and static channels (``SharedTiles``)."""
+        from firebreak_exp.environment import FuelBreakEnv, SharedTiles
+        if getattr(self, "_shared_tiles", None) is None:   # per process: workers get a copy without it
+            self._shared_tiles = SharedTiles()
+        return FuelBreakEnv(self.landscapes, shared=self._shared_tiles, **self.env_kwargs)
 
     # -- backends ---------------------------------------------------------------------------
     def _start_backend(self) -> None:
