@@ -66,6 +66,8 @@ class ParallelConfig:
     max_workers: Optional[int] = None    # None = min(num_envs, cores); dask with an address: its worker count
     address: Optional[str] = None        # dask only: scheduler of a running cluster, e.g. tcp://10.0.0.5:8786;
                                          # None = a LocalCluster on 127.0.0.1 for the run
+    share_fires: bool = True             # process only: workers burn each other's fires (simulators that burn
+                                         # every fire anew, e.g. pyretechnics): no core idles while one evaluates
 
 
 @dataclass

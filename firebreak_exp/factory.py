@@ -121,5 +121,6 @@ def make_vector_env(cfg, split: str = "train", **overrides: Mapping) -> Vectoriz
     landscapes = build_landscapes(cfg)
     sizes = {"num_envs": overrides["num_envs"], "max_workers": cfg.parallel.max_workers} \
         if "num_envs" in overrides else resolve_parallel(cfg)
-    parallel = {**sizes, "method": cfg.parallel.backend, "address": cfg.parallel.get("address"), **overrides}
+    parallel = {**sizes, "method": cfg.parallel.backend, "address": cfg.parallel.get("address"),
+                "share_fires": cfg.parallel.get("share_fires", True), **overrides}
     return VectorizedFireEnv(getattr(landscapes, split), env_kwargs=env_kwargs(cfg), **parallel)

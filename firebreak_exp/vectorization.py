@@ -5,7 +5,10 @@
   rarely beat sequential (the benchmark measures it).
 - ``process``: persistent worker processes, each building its own environments
   once and stepping its whole share per message (one pipe round-trip per
-  worker per step; no pool is created per step).
+  worker per step; no pool is created per step). With ``share_fires`` the
+  workers also burn each other's fires (``FireExchange``): on a step only some
+  environments evaluate their reward, and their fires are spread over all
+  workers instead of waiting on the one that holds them.
 - ``dask``: one Dask actor per worker of a Dask cluster (``address`` of a
   running scheduler, or a LocalCluster on 127.0.0.1 started here and closed by
   ``close()``); each actor builds its share of environments once, exactly as a
@@ -25,8 +28,10 @@ import multiprocessing as mp
 import os
 import pickle
 import time
+import queue
 import traceback
 from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import wait
 from typing import Any, Optional, Sequence
 
 import gymnasium as gym
@@ -85,10 +90,153 @@ def _apply(env: gym.Env, command: str, payload: Any) -> Any:
     raise ValueError(f"unknown worker command {command!r}")
 
 
-def _worker_main(conn, builder_bytes: bytes, indices: Sequence[int]) -> None:
-    """Worker process: build the environments once, then serve requests until 'close'."""
+class FireExchange:
+    """The process backend's workers burning each other's fires.
+
+    A simulator that burns every fire from scratch (pyretechnics: ~0.2 s a fire on 25 x 25) makes a reward
+    evaluation costly, and on a given step only some environments evaluate: with whole environments per
+    worker, the other workers sit idle. Here such a simulator (:class:`SharedFireSimulator`) puts each of
+    its fires on one queue that every worker takes from whenever it waits, for its own fires or for the
+    next command; the answers come back on the asking worker's own queue. A fire's arrival times depend on
+    the tile, ignition and breaks alone, so which worker burns it changes no number. Simulators that add
+    breaks to a search they keep (:meth:`~firebreak_exp.simulation.TravelTimeSimulator.add_breaks`) keep
+    their fires: the search is the environment's own state.
+    """
+
+    def __init__(self, worker: int, tasks, answers: Sequence):
+        self.worker, self.tasks, self.answers = worker, tasks, answers
+        self.tiles: Sequence[Any] = ()
+        self.scenario: Any = None
+        self.simulators: dict = {}          # tile index -> this worker's simulator of it
+        self._factory: Any = None
+        self._requests = 0
+        self._received: dict = {}           # request id -> {fire: (arrival, fires simulated, burning worker)}
+        self.burned_for_others = 0          # fires of other workers' environments this one burned
+        self.burned_by_others = 0           # fires of this worker's environments another one burned
+
+    def wrap(self, factory, tiles: Sequence[Any], scenario: Any) -> "_ExchangeFactory":
+        """``factory`` (the simulator factory of ``tiles`` under ``scenario``, the same in every worker) made
+        to build simulators that share their fires."""
+        self._factory, self.tiles, self.scenario = factory, list(tiles), scenario
+        return _ExchangeFactory(factory, self)
+
+    def simulator(self, tile_index: int):
+        """This worker's simulator of tile ``tile_index`` (built on first use, by the wrapped factory)."""
+        if tile_index not in self.simulators:
+            self.simulators[tile_index] = self._factory(tile=self.tiles[tile_index], scenario=self.scenario)
+        return self.simulators[tile_index]
+
+    def burn(self, tile_index: int, ignitions: np.ndarray, breaks: Optional[np.ndarray]) -> tuple:
+        """Arrival times (k, H, W) of ``ignitions`` on tile ``tile_index``, burned one fire per task by whichever
+        worker is free (this one included), and the fires the simulators counted."""
+        request, self._requests = self._requests, self._requests + 1
+        answers = self._received[request] = {}
+        for fire, ignition in enumerate(ignitions):
+            self.tasks.put((self.worker, request, fire, tile_index, ignition[None], breaks))
+        try:
+            while len(answers) < len(ignitions):
+                self.serve(wait_for_answer=True)
+        finally:
+            del self._received[request]
+        failed = [answer for answer in answers.values() if isinstance(answer, str)]
+        if failed:
+            raise RuntimeError(f"a fire burned for this worker failed:\n{failed[0]}")
+        self.burned_by_others += sum(answer[2] != self.worker for answer in answers.values())
+        return (np.concatenate([answers[fire][0] for fire in range(len(ignitions))]),
+                sum(answer[1] for answer in answers.values()))
+
+    def serve(self, wait_for_answer: bool = False, also=()) -> list:
+        """Wait until a fire is queued (or, with ``wait_for_answer``, one of this worker's answers arrives, or
+        one of the connections ``also`` is ready); burn the fire or file the answer. Returns the ready ones
+        of ``also``."""
+        mine = self.answers[self.worker]
+        watched = [self.tasks._reader] + ([mine._reader] if wait_for_answer else []) + list(also)
+        ready = wait(watched)
+        if wait_for_answer and mine._reader in ready:
+            request, fire, answer = mine.get()
+            if request in self._received:        # not for a request abandoned when its environment failed
+                self._received[request][fire] = answer
+        if self.tasks._reader in ready:
+            try:
+                owner, request, fire, tile_index, ignition, breaks = self.tasks.get_nowait()
+            except queue.Empty:                      # another worker took it first
+                return [c for c in also if c in ready]
+            try:
+                simulator = self.simulator(tile_index)
+                before = simulator.fires_simulated
+                answer = (simulator.arrival_times(ignition, breaks), simulator.fires_simulated - before, self.worker)
+            except Exception:
+                answer = traceback.format_exc()
+            self.burned_for_others += owner != self.worker
+            if owner == self.worker:
+                if request in self._received:
+                    self._received[request][fire] = answer
+            else:
+                self.answers[owner].put((request, fire, answer))
+        return [c for c in also if c in ready]
+
+
+class _ExchangeFactory:
+    """A simulator factory whose simulators share their fires through a FireExchange (those that add breaks
+    to a search keep them). Pickles as the plain factory (queues stay in the worker)."""
+
+    def __init__(self, factory, exchange: FireExchange):
+        self.factory, self.exchange = factory, exchange
+        self._index = {id(tile): i for i, tile in enumerate(exchange.tiles)}
+
+    def __call__(self, tile, scenario):
+        index = self._index.get(id(tile))
+        if index is None or scenario != self.exchange.scenario:   # not what every worker holds: burned here
+            return self.factory(tile=tile, scenario=scenario)
+        simulator = self.exchange.simulator(index)
+        return simulator if hasattr(simulator, "add_breaks") else SharedFireSimulator(simulator, index, self.exchange)
+
+    def __reduce__(self):
+        return (_plain_factory, (self.factory,))
+
+
+def _plain_factory(factory):
+    return factory
+
+
+class SharedFireSimulator:
+    """A tile's simulator whose :meth:`arrival_times` burns its fires through a :class:`FireExchange`; every
+    other attribute is the simulator's own. ``fires_simulated`` counts this one's fires, wherever burned."""
+
+    def __init__(self, simulator, tile_index: int, exchange: FireExchange):
+        self.simulator, self.tile_index, self.exchange = simulator, tile_index, exchange
+        self.fires_simulated = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["simulator"], name)
+
+    def arrival_times(self, ignitions: np.ndarray, fuel_breaks: Optional[np.ndarray] = None) -> np.ndarray:
+        ignitions = np.asarray(ignitions, dtype=np.int64).reshape(-1, 2)
+        if len(ignitions) < 2:
+            before = self.simulator.fires_simulated
+            arrival = self.simulator.arrival_times(ignitions, fuel_breaks)
+            self.fires_simulated += self.simulator.fires_simulated - before
+            return arrival
+        arrival, fires = self.exchange.burn(self.tile_index, ignitions, fuel_breaks)
+        self.fires_simulated += fires
+        return arrival
+
+    def burn_maps(self, ignitions: np.ndarray, fuel_breaks: Optional[np.ndarray] = None) -> np.ndarray:
+        return np.isfinite(self.arrival_times(ignitions, fuel_breaks))
+
+
+def _worker_main(conn, builder_bytes: bytes, indices: Sequence[int], exchange: Optional[FireExchange] = None) -> None:
+    """Worker process: build the environments once, then serve requests until 'close' (and, with an
+    ``exchange``, the other workers' fires while it waits)."""
     try:
         builder = pickle.loads(builder_bytes)
+        if exchange is not None:
+            exchange.tasks.cancel_join_thread()       # never block this worker's exit on unread queue items
+            for answers in exchange.answers:
+                answers.cancel_join_thread()
+            kwargs = builder.env_kwargs
+            kwargs["simulator_factory"] = exchange.wrap(kwargs["simulator_factory"], builder.landscapes,
+                                                        kwargs.get("scenario"))
         envs = [builder.create_environment(i) for i in indices]
         conn.send(("ok", None))
     except Exception:
@@ -96,6 +244,8 @@ def _worker_main(conn, builder_bytes: bytes, indices: Sequence[int]) -> None:
         return
     while True:
         try:
+            while exchange is not None and not exchange.serve(also=[conn]):
+                pass                                  # burned another worker's fire; still no command
             command, payload = conn.recv()
         except EOFError:
             return
@@ -103,6 +253,10 @@ def _worker_main(conn, builder_bytes: bytes, indices: Sequence[int]) -> None:
             if command == "close":
                 conn.send(("ok", None))
                 return
+            if command == "fires_shared":
+                conn.send(("ok", {"burned_for_others": exchange.burned_for_others if exchange else 0,
+                                  "burned_by_others": exchange.burned_by_others if exchange else 0}))
+                continue
             result = [_apply(env, command, p) for env, p in zip(envs, payload)]
             conn.send(("ok", result))
         except Exception:
@@ -140,14 +294,15 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
     runs inside the worker for the process and dask backends, so the subclass must be
     importable there. ``address`` (dask backend only) is a running Dask scheduler,
     e.g. ``tcp://10.0.0.5:8786``; without it a LocalCluster of ``max_workers``
-    single-threaded worker processes starts on 127.0.0.1.
+    single-threaded worker processes starts on 127.0.0.1. ``share_fires`` (process backend only): the
+    workers burn each other's fires (:class:`FireExchange`).
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, landscapes: Sequence[Any], num_envs: int, method: str = "sequential",
                  max_workers: Optional[int] = None, env_kwargs: Optional[dict] = None,
-                 address: Optional[str] = None):
+                 address: Optional[str] = None, share_fires: bool = True):
         if int(num_envs) <= 0:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.landscapes = landscapes
@@ -161,6 +316,8 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         self._envs: list = []
         self._executor: Optional[ThreadPoolExecutor] = None
         self._workers: list = []
+        self.share_fires = bool(share_fires) and self.backend == "process"
+        self._fire_queues: list = []         # the FireExchange's queues (process backend, share_fires)
         self._pending: Any = None
         self._failed: Optional[str] = None
         self._dask_client: Any = None
@@ -199,9 +356,12 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
             return
         context = mp.get_context("spawn")
         builder = pickle.dumps(self._builder())
-        for indices in np.array_split(np.arange(self.num_envs), self.max_workers):
+        if self.share_fires and self.max_workers > 1:
+            self._fire_queues = [context.Queue() for _ in range(self.max_workers + 1)]   # tasks, answers per worker
+        for worker, indices in enumerate(np.array_split(np.arange(self.num_envs), self.max_workers)):
             parent, child = context.Pipe()
-            process = context.Process(target=_worker_main, args=(child, builder, indices.tolist()),
+            exchange = FireExchange(worker, self._fire_queues[0], self._fire_queues[1:]) if self._fire_queues else None
+            process = context.Process(target=_worker_main, args=(child, builder, indices.tolist(), exchange),
                                       daemon=True, name=f"fire-env-worker-{indices[0]}")
             process.start()
             child.close()
@@ -253,9 +413,11 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
     def _receive(self, worker) -> Any:
         process, conn, _ = worker
         while not conn.poll(WORKER_POLL_SECONDS):
-            if not process.is_alive():
-                self._fail(f"worker process {process.name} (pid {process.pid}) exited with code "
-                           f"{process.exitcode}; its environments' steps are lost")
+            # any worker: one that waits for fires it shared waits as long as the one burning them is gone
+            dead = next((p for p, _, _ in self._workers if not p.is_alive()), None)
+            if dead is not None:
+                self._fail(f"worker process {dead.name} (pid {dead.pid}) exited with code "
+                           f"{dead.exitcode}; its environments' steps are lost")
         try:
             status, payload = conn.recv()
         except (EOFError, OSError) as error:  # EOF, or a reset connection when the worker was killed
@@ -393,6 +555,18 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         results = self.call_each("set_state", [(state,) for state in states])
         return np.stack([obs for obs, _ in results]), self._batch_infos([info for _, info in results])
 
+    def fires_shared(self) -> list:
+        """Process backend: per worker, the fires it burned for other workers' environments
+        (``burned_for_others``) and its environments' fires that others burned (``burned_by_others``), so
+        far (:class:`FireExchange`); an empty list on other backends."""
+        if self.backend != "process":
+            return []
+        if self._failed is not None or self._pending is not None:
+            raise RuntimeError("fires_shared() needs a usable vector env with no step in flight")
+        for process, conn, _ in self._workers:
+            conn.send(("fires_shared", None))
+        return [self._receive(worker) for worker in self._workers]
+
     def get_episode_stats(self) -> dict:
         """Episodes finished since the last call: lists of return, length and burned-area reduction."""
         new = self._completed_episodes[self._episode_cursor:]
@@ -407,18 +581,21 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
             self._executor.shutdown()
             self._executor = None
         for process, conn, _ in self._workers:
-            try:
-                if process.is_alive():
+            try:   # after a worker died the others may wait for its fires forever: they are killed
+                if process.is_alive() and self._failed is None:
                     conn.send(("close", None))
                     conn.poll(5) and conn.recv()
             except (OSError, EOFError):
                 pass
-            process.join(timeout=5)
+            process.join(timeout=5 if self._failed is None else 0.1)
             if process.is_alive():
                 process.kill()
                 process.join()
             conn.close()
         self._workers = []
+        for fire_queue in self._fire_queues:
+            fire_queue.close()
+        self._fire_queues = []
         self._close_dask()
 
     def _close_dask(self) -> None:

@@ -88,6 +88,24 @@ def test_backends_give_identical_transitions(make_cfg):
         assert stats == reference_stats
 
 
+def test_process_workers_burn_each_others_fires(make_cfg):
+    """pyretechnics on the process backend: an evaluating environment's fires are spread over all workers
+    (FireExchange; test_backends_give_identical_transitions checks the numbers); travel-time fires, which
+    their environment's search keeps, stay home, and share_fires=False keeps every fire home."""
+    counts = {}
+    for simulator, share in (("pyretechnics", True), ("pyretechnics", False), ("travel_time", True)):
+        cfg = make_cfg("parallel.num_envs=2", f"simulator={simulator}")
+        with make_vector_env(cfg, method="process", max_workers=2, share_fires=share) as vec_env:
+            _rollout(vec_env, seed=2, steps=4)
+            workers = vec_env.fires_shared()
+        assert len(workers) == 2
+        counts[simulator, share] = [sum(w[key] for w in workers) for key in ("burned_for_others", "burned_by_others")]
+    burned_for_others, burned_by_others = counts["pyretechnics", True]
+    assert burned_for_others == burned_by_others > 0
+    assert counts["pyretechnics", False] == [0, 0]
+    assert counts["travel_time", True] == [0, 0]
+
+
 def test_environments_of_one_process_share_their_tiles_simulators(make_cfg):
     """Simulators keep no episode state: a vector env's environments build each tile's once between them and
     step exactly as environments that build their own."""
