@@ -401,14 +401,14 @@ class CollectionSetup:
     same episodes on every backend, so every backend simulates the same fires)."""
 
     def __init__(self, tiles: Sequence, env_kwargs: dict, backend: str, num_envs: int, workers: int,
-                 agent, replay, seed: int, batch_size: int):
+                 agent, replay, seed: int, batch_size: int, share_fires: bool = True):
         from firebreak_exp.training import ParallelExperienceCollector
 
         self.backend, self.num_envs, self.workers, self.agent = backend, num_envs, workers, agent
         self.rng = np.random.default_rng(seed)
         started = time.perf_counter()
         self.vec_env = counting_vector_env_class()(tiles, num_envs, method=backend, max_workers=workers,
-                                                   env_kwargs=env_kwargs)
+                                                   env_kwargs=env_kwargs, share_fires=share_fires)
         try:
             self.collector = ParallelExperienceCollector(self.vec_env, agent, replay, batch_size=batch_size,
                                                          learning_starts=sys.maxsize, seed=seed)
@@ -417,7 +417,7 @@ class CollectionSetup:
             raise
         self.startup = time.perf_counter() - started
         self.sims_rates, self.exp_rates = [], []
-        self.steps = self.sims = 0
+        self.steps = self.sims = self.sims_shared = 0
         self.seconds = self.cpu_seconds = 0.0
         self.env_seconds = self.critical_seconds = self.balanced_seconds = self.env_cpu_seconds = 0.0
         self.groups = np.array_split(np.arange(num_envs), 1 if backend == "sequential" else workers)
@@ -429,6 +429,7 @@ class CollectionSetup:
     def repeat(self, steps_per_repeat: int, min_seconds: float) -> None:
         """One timed repeat: ``steps_per_repeat`` vector steps, in such chunks until ``min_seconds`` passed."""
         before = sum(self.vec_env.simulation_counts())
+        shared_before = self._fires_shared()
         self.vec_env.take_step_seconds()
         steps, start, cpu_start = 0, time.perf_counter(), time.process_time()
         while True:
@@ -445,6 +446,11 @@ class CollectionSetup:
         self.sims_rates.append(sims / seconds)
         self.exp_rates.append(steps * self.num_envs / seconds)
         self.steps, self.sims, self.seconds = self.steps + steps, self.sims + sims, self.seconds + seconds
+        self.sims_shared += self._fires_shared() - shared_before
+
+    def _fires_shared(self) -> int:
+        """Fires so far that a process worker burned for another worker's environment (FireExchange)."""
+        return sum(worker["burned_by_others"] for worker in self.vec_env.fires_shared())
 
     def _add_step_times(self, times: np.ndarray) -> None:
         """times: (num_envs, steps) seconds. The critical path is what the slowest worker of each step
@@ -472,7 +478,10 @@ class CollectionSetup:
                 "balanced_path_seconds": self.balanced_seconds,
                 "outside_env_fraction": (max(0.0, self.seconds - self.critical_seconds) / self.seconds
                                          if self.seconds > 0 else None),
-                "balance_bound": (self.env_seconds / self.critical_seconds if self.critical_seconds > 0 else None),
+                "fires_shared": (self.sims_shared / self.sims if self.backend == "process" and self.sims else None),
+                # with fires shared a worker's steps also hold the fires it burns for others: no bound then
+                "balance_bound": (self.env_seconds / self.critical_seconds
+                                  if self.critical_seconds > 0 and not self.sims_shared else None),
                 "env_cpu_share": (self.env_cpu_seconds / self.env_seconds
                                   if self.env_seconds > 0 and self.backend != "thread" else None)}
 
@@ -481,7 +490,7 @@ class CollectionSetup:
 
 
 def measure_collection(tiles: Sequence, env_kwargs: dict, configs: Sequence[tuple], agent, replay,
-                       bench: DictConfig, seed: int, batch_size: int) -> List[dict]:
+                       bench: DictConfig, seed: int, batch_size: int, share_fires: bool = True) -> List[dict]:
     """Time experience collection (no learner updates) of every ``(backend, num_envs, workers)`` in
     ``configs`` (one num_envs). All stay alive and their repeats are interleaved (A B C A B C ...), so a
     change in the machine's background load hits every backend alike and the speedups stay comparable."""
@@ -490,7 +499,7 @@ def measure_collection(tiles: Sequence, env_kwargs: dict, configs: Sequence[tupl
         for backend, num_envs, workers in configs:
             log.info("starting %s x %d envs, %d workers", backend, num_envs, workers)
             setups.append(CollectionSetup(tiles, env_kwargs, backend, num_envs, workers, agent, replay, seed,
-                                          batch_size))
+                                          batch_size, share_fires))
             if bench.warmup_steps:
                 setups[-1].collect(bench.warmup_steps)
         for _ in range(bench.repeats):
@@ -500,6 +509,17 @@ def measure_collection(tiles: Sequence, env_kwargs: dict, configs: Sequence[tupl
     finally:
         for setup in setups:
             setup.close()
+
+
+def top_up_replay(tiles: Sequence, env_kwargs: dict, agent, replay, batch_size: int, seed: int) -> None:
+    """Collect on one sequential environment until ``replay`` holds a batch: with Monte Carlo returns a
+    transition is stored when its episode ends, which a short timing window may not reach."""
+    from firebreak_exp.training import ParallelExperienceCollector
+    with VectorizedFireEnv(tiles, 1, env_kwargs=env_kwargs) as vec_env:
+        collector = ParallelExperienceCollector(vec_env, agent, replay, batch_size=batch_size,
+                                                learning_starts=sys.maxsize, seed=seed)
+        while len(replay) < batch_size:
+            collector.collect_experiences(8)
 
 
 def onednn_for(cfg: DictConfig) -> bool:
@@ -588,7 +608,8 @@ def measure_end_to_end(cfg: DictConfig, tiles: Sequence, env_kwargs: dict, choic
     previous = torch.get_num_threads()
     torch.set_num_threads(learner_threads)
     vec_env = counting_vector_env_class()(tiles, choice["num_envs"], method=choice["backend"],
-                                max_workers=choice["max_workers"], env_kwargs=env_kwargs)
+                                          max_workers=choice["max_workers"], env_kwargs=env_kwargs,
+                                          share_fires=bool(cfg.parallel.get("share_fires", True)))
     try:
         obs_shape = vec_env.single_observation_space.shape
         agent = DQNAgent(obs_shape, seed=int(cfg.seed), **{**OmegaConf.to_container(cfg.agent, resolve=True),
@@ -723,14 +744,15 @@ def format_table(report: dict) -> str:
              "",
              f"{'simulator':<13}{'backend':<11}{'envs':>5}{'workers':>8}{'sims/s':>10}{'exp/s':>10}"
              f"{'updates/s':>10}{'speedup':>9}{'effic.':>8}{'spread':>8}{'reps':>5}{'bound':>7}{'outside':>8}"
-             f"{'cpu':>6}"]
+             f"{'cpu':>6}{'shared':>8}"]
     for r in report["results"]:
         lines.append(f"{r['simulator']:<13}{r['backend']:<11}{r['num_envs']:>5}{r['max_workers']:>8}"
                      f"{r['sims_per_s']:>10.1f}{r['experiences_per_s']:>10.1f}{r['updates_per_s']:>10.1f}"
                      f"{_fmt(r['speedup_vs_sequential']):>9}{_fmt(r['efficiency']):>8}"
                      f"{r['spread']:>8.2f}{r['repeats']:>5}{_fmt(r.get('balance_bound')):>7}"
                      f"{_fmt(r.get('outside_env_fraction'), '{:.0%}'):>8}"
-                     f"{_fmt(r.get('env_cpu_share'), '{:.0%}'):>6}")
+                     f"{_fmt(r.get('env_cpu_share'), '{:.0%}'):>6}"
+                     f"{_fmt(r.get('fires_shared'), '{:.0%}'):>8}")
     def setting_label(key: str) -> str:     # "threads_2/onednn_on/demonstrations" -> "threads 2, oneDNN on, ..."
         return ", ".join(part.replace("onednn", "oneDNN").replace("_", " ") for part in key.split("/"))
     settings = ", ".join(f"{v:.1f} ({setting_label(k)})" for k, v in learner["updates_per_s_by_setting"].items())
@@ -759,7 +781,8 @@ def format_table(report: dict) -> str:
                      f"iou_mean {f['iou_mean']:.3f}, plan_spearman {f['plan_spearman']:.3f} "
                      f"(>= {FIDELITY_TARGETS['plan_spearman']})")
     lines += ["", "bound: the speedup the slowest worker of each step allows (environment step times measured in the "
-                  "workers); outside: share of wall time outside the busiest worker's environment steps (acting, "
+                  "workers; - where workers burned each other's fires, which their steps then include); shared: "
+                  "share of the fires a process worker burned for another worker's environment; outside: share of wall time outside the busiest worker's environment steps (acting, "
                   "replay, pipes, waiting for a core); cpu: CPU time / wall time of the processes running the "
                   "environments while they step (100% = a core each; less = the cores were shared)"]
     lines += [f"note: {note}" for note in report["notes"]]
@@ -787,6 +810,8 @@ def notes_for(results: List[dict], cores: int) -> List[str]:
             if best.get("balance_bound") is not None:
                 why = (f"; there the slowest worker of each step allowed {best['balance_bound']:.2f}x and "
                        f"{best['outside_env_fraction']:.0%} of the time went outside environment steps")
+            elif best.get("fires_shared"):
+                why = f"; there workers burned {best['fires_shared']:.0%} of the fires for each other's environments"
             notes.append(f"process backend, {simulator}: best speedup {best['speedup_vs_sequential']:.2f}x "
                          f"sequential at num_envs={best['num_envs']} with {best['max_workers']} workers (target >= "
                          f"{target:.1f}x at num_envs >= 2, limit {min(cores, max(r['num_envs'] for r in process))}x "
@@ -934,7 +959,8 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
                 configs = [(b, num_envs, w) for b in backends for w in worker_counts(b, num_envs, bench, cores)]
                 log.info("collecting with %s, %d envs: %s", simulator, num_envs,
                          ", ".join(f"{b} ({w} workers)" for b, _, w in configs))
-                for row in measure_collection(tiles, kwargs, configs, agent, replay, bench, seed, batch_size):
+                for row in measure_collection(tiles, kwargs, configs, agent, replay, bench, seed, batch_size,
+                                              bool(cfg.parallel.get("share_fires", True))):
                     row["simulator"] = simulator
                     results.append(row)
                     log.info("  %s x %d, %d workers: %.1f simulations/s, %.1f experiences/s (spread %.2f)",
@@ -944,6 +970,8 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
         torch.set_num_threads(previous_threads)
     add_speedups(results, cores)
 
+    if len(replay) < batch_size:
+        top_up_replay(tiles, env_kwargs_for(bench.simulators[-1]), agent, replay, batch_size, seed)
     log.info("timing learner updates")
     learner = measure_learner(cfg, obs_shape, replay, bench.learner)
     for row in results:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from firebreak_exp.environment import CHANNELS
 from firebreak_exp.factory import AUTO_FALLBACK_NUM_ENVS, RECOMMENDATION_ENV, make_vector_env, resolve_parallel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,6 +57,8 @@ def test_benchmark_json_holds_every_required_key_with_sane_values(quick):
         assert row["simulations_timed"] > 0 and row["spread"] >= 0
         assert row["speedup_vs_sequential"] > 0
         assert 0 < row["efficiency"] <= 1.2
+        # travel-time fires stay with their environment's search: no process worker burns another's
+        assert row["fires_shared"] == (0.0 if row["backend"] == "process" else None)
         if row["backend"] == "sequential":
             assert row["speedup_vs_sequential"] == pytest.approx(1.0)
             assert row["efficiency"] == pytest.approx(1.0 / min(row["num_envs"], machine["cores"]))
@@ -87,6 +90,21 @@ def test_benchmark_json_holds_every_required_key_with_sane_values(quick):
 
 
 @pytest.mark.slow
+def test_learner_timing_tops_up_a_replay_no_episode_filled(make_cfg):
+    """Monte Carlo returns store transitions when episodes end: a timing window shorter than an episode leaves
+    the replay empty, and the benchmark then collects until it holds a batch."""
+    from firebreak_exp.agent import DQNAgent, ReplayBuffer
+    from firebreak_exp.benchmark import top_up_replay
+    from firebreak_exp.factory import build_landscapes, env_kwargs
+    cfg = make_cfg()
+    tiles = build_landscapes(cfg).train[:2]
+    kwargs = env_kwargs(cfg)
+    shape = (len(CHANNELS),) + tiles[0].shape
+    replay = ReplayBuffer(500, shape)
+    top_up_replay(tiles, kwargs, DQNAgent(shape, **cfg.agent), replay, batch_size=40, seed=0)
+    assert 40 <= len(replay) < 500 and replay.dones[:len(replay)].any()
+
+
 def test_plot_and_one_finished_mlflow_run_with_the_artifacts(quick):
     bench = quick["work"] / "bench"
     assert (bench / "speedup.png").stat().st_size > 1000
