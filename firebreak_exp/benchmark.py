@@ -269,20 +269,25 @@ class StepClock:
 class CountingVectorEnv(VectorizedFireEnv):
     """A VectorizedFireEnv whose environments count the fire simulations they run, time each of their
     steps, and build all their simulators up front (so that timing sees steady-state steps, not
-    simulator construction)."""
+    simulator construction). The environments of one process share their simulators (as in training)
+    and one counter."""
 
     def create_environment(self, index: int):
-        from firebreak_exp.environment import FuelBreakEnv
-        factory = CountingSimulatorFactory(self.env_kwargs["simulator_factory"])
-        env = FuelBreakEnv(self.landscapes, **{**self.env_kwargs, "simulator_factory": factory})  # own simulators
+        if getattr(self, "_counting_factory", None) is None:   # per process: workers get a copy without it
+            self._counting_factory = CountingSimulatorFactory(self.env_kwargs["simulator_factory"])
+            self.env_kwargs = {**self.env_kwargs, "simulator_factory": self._counting_factory}
+        env = super().create_environment(index)
         for tile_index in range(len(env.landscapes)):
             env.simulator(tile_index)
         env.take_step_seconds = StepClock(env).take
         return env
 
     def simulation_counts(self) -> list:
-        """Fire simulations run so far by each environment (one message per worker)."""
-        return [factory.count for factory in self.call("get_wrapper_attr", "simulator_factory")]
+        """Fire simulations run so far by the environments of each process (one message per worker)."""
+        counts = [factory.count for factory in self.call("get_wrapper_attr", "simulator_factory")]
+        if self.backend in ("sequential", "thread"):
+            return counts[:1]
+        return [counts[group[0]] for group in np.array_split(np.arange(self.num_envs), self.max_workers)]
 
     def take_step_seconds(self) -> list:
         """Per environment, (seconds of each step, CPU seconds during them) since the last call."""
