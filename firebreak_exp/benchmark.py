@@ -787,8 +787,9 @@ def format_table(report: dict) -> str:
                      f"(>= {FIDELITY_TARGETS['plan_spearman']})")
     lines += ["", "bound: the speedup the slowest worker of each step allows (environment step times measured in the "
                   "workers; - where workers burned each other's fires, which their steps then include); shared: "
-                  "share of the fires a process worker burned for another worker's environment; outside: share of wall time outside the busiest worker's environment steps (acting, "
-                  "replay, pipes, waiting for a core); cpu: CPU time / wall time of the processes running the "
+                  "share of the fires a process worker burned for another worker's environment; outside: share of "
+                  "wall time outside the busiest worker's environment steps (acting, replay, pipes, waiting for a "
+                  "core); cpu: CPU time / wall time of the processes running the "
                   "environments while they step (100% = a core each; less = the cores were shared)"]
     lines += [f"note: {note}" for note in report["notes"]]
     return "\n".join(lines)

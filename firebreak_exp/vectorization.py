@@ -185,12 +185,11 @@ class _ExchangeFactory:
         self._index = {id(tile): i for i, tile in enumerate(exchange.tiles)}
 
     def __call__(self, tile, scenario):
-        simulator = self.factory(tile=tile, scenario=scenario)    # a simulator of its own, as without exchange
         index = self._index.get(id(tile))
-        if index is None or scenario != self.exchange.scenario or hasattr(simulator, "add_breaks"):
-            return simulator                                     # not what every worker holds, or kept home
-        self.exchange.simulators.setdefault(index, simulator)     # also burns other workers' fires of the tile
-        return SharedFireSimulator(simulator, index, self.exchange)
+        if index is None or scenario != self.exchange.scenario:   # not what every worker holds: burned here
+            return self.factory(tile=tile, scenario=scenario)
+        simulator = self.exchange.simulator(index)   # one per tile and worker: its environments' and others' fires
+        return simulator if hasattr(simulator, "add_breaks") else SharedFireSimulator(simulator, index, self.exchange)
 
     def __reduce__(self):
         return (_plain_factory, (self.factory,))
