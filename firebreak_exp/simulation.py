@@ -609,10 +609,13 @@ class TravelTimeSimulator(FireSimulator):
         self._in_first = np.concatenate(([0], np.cumsum(np.bincount(self._dst, minlength=2 * n_cells))))
         # the moves each cell blocks when broken (it starts, ends or is crossed by them): cell c's are
         # _blocked_edge[_blocked_first[c]:_blocked_first[c + 1]]
-        cell_edge = np.unique(np.column_stack([np.concatenate([self._src, self._dst, self._via1, self._via2]),
-                                               np.tile(np.arange(len(self._dst)), 4)]), axis=0)
-        self._blocked_edge = cell_edge[:, 1]
-        self._blocked_first = np.concatenate(([0], np.cumsum(np.bincount(cell_edge[:, 0], minlength=n_cells))))
+        # (cell, edge) pairs without repeats, sorted by cell then edge: one int64 key per pair
+        num_moves = len(self._dst)
+        cell_edge = np.unique(np.concatenate([self._src, self._dst, self._via1, self._via2]).astype(np.int64)
+                              * num_moves + np.tile(np.arange(num_moves), 4))
+        self._blocked_edge = cell_edge % num_moves
+        self._blocked_first = np.concatenate(([0], np.cumsum(np.bincount(cell_edge // num_moves,
+                                                                          minlength=n_cells))))
         self.num_edges = len(edges["src"])
         self._arrival(np.zeros((0, 2), np.int64), None)   # compiles the kernel here, not in the first fire
         self._spread_graph: Optional[SpreadGraph] = None
