@@ -98,7 +98,7 @@ class TrainerConfig:
     """The training loop (firebreak_exp.training.ParallelFuelBreakTrainer)."""
     episodes: int = 300                  # stop after this many finished episodes
     steps_per_collection: int = 16       # vector-env steps between metric logs
-    train_frequency: int = 4             # env steps per learner update
+    train_frequency: int = 8             # experiences per learner update
     learning_starts: int = 500           # transitions in the buffer before updates begin
     checkpoint_frequency: int = 50       # episodes between periodic checkpoints
     eval_episodes: int = 8               # held-out tiles scored at the end (policy vs baselines)
