@@ -97,8 +97,11 @@ class FireExchange:
     evaluation costly, and on a given step only some environments evaluate: with whole environments per
     worker, the other workers sit idle. Here such a simulator (:class:`SharedFireSimulator`) puts each of
     its fires on one queue that every worker takes from whenever it waits, for its own fires or for the
-    next command; the answers come back on the asking worker's own queue. A fire's arrival times depend on
-    the tile, ignition and breaks alone, so which worker burns it changes no number. Simulators that add
+    next command; the answers come back on the asking worker's own queue. The longest fires are queued
+    first (by how long each took when last burned; an environment burns the same fires again after each
+    few breaks), so the workers finish a request together rather than one waiting on a long fire taken
+    last. A fire's arrival times depend on the tile, ignition and breaks alone, so which worker burns it
+    changes no number. Simulators that add
     breaks to a search they keep (:meth:`~firebreak_exp.simulation.TravelTimeSimulator.add_breaks`) keep
     their fires: the search is the environment's own state.
     """
@@ -110,7 +113,8 @@ class FireExchange:
         self.simulators: dict = {}          # tile index -> this worker's simulator of it
         self._factory: Any = None
         self._requests = 0
-        self._received: dict = {}           # request id -> {fire: (arrival, fires simulated, burning worker)}
+        self._received: dict = {}           # request id -> {fire: (arrival, fires simulated, worker, seconds)}
+        self._seconds: dict = {}            # (tile index, row, col) -> seconds its fire last took to burn
         self.burned_for_others = 0          # fires of other workers' environments this one burned
         self.burned_by_others = 0           # fires of this worker's environments another one burned
 
@@ -131,8 +135,9 @@ class FireExchange:
         worker is free (this one included), and the fires the simulators counted."""
         request, self._requests = self._requests, self._requests + 1
         answers = self._received[request] = {}
-        for fire, ignition in enumerate(ignitions):
-            self.tasks.put((self.worker, request, fire, tile_index, ignition[None], breaks))
+        keys = [(tile_index, int(row), int(col)) for row, col in ignitions]
+        for fire in sorted(range(len(ignitions)), key=lambda f: -self._seconds.get(keys[f], np.inf)):
+            self.tasks.put((self.worker, request, fire, tile_index, ignitions[fire][None], breaks))
         try:
             while len(answers) < len(ignitions):
                 self.serve(wait_for_answer=True)
@@ -142,6 +147,9 @@ class FireExchange:
         if failed:
             raise RuntimeError(f"a fire burned for this worker failed:\n{failed[0]}")
         self.burned_by_others += sum(answer[2] != self.worker for answer in answers.values())
+        if len(self._seconds) > 100_000:     # ignitions of long-finished episodes
+            self._seconds.clear()
+        self._seconds.update((keys[fire], answer[3]) for fire, answer in answers.items())
         return (np.concatenate([answers[fire][0] for fire in range(len(ignitions))]),
                 sum(answer[1] for answer in answers.values()))
 
@@ -163,8 +171,9 @@ class FireExchange:
                 return [c for c in also if c in ready]
             try:
                 simulator = self.simulator(tile_index)
-                before = simulator.fires_simulated
-                answer = (simulator.arrival_times(ignition, breaks), simulator.fires_simulated - before, self.worker)
+                before, start = simulator.fires_simulated, time.perf_counter()
+                arrival = simulator.arrival_times(ignition, breaks)
+                answer = (arrival, simulator.fires_simulated - before, self.worker, time.perf_counter() - start)
             except Exception:
                 answer = traceback.format_exc()
             self.burned_for_others += owner != self.worker
