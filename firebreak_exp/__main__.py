@@ -15,7 +15,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from firebreak_exp.cli import run_job
+from firebreak_exp.cli import launch, run_job
 from firebreak_exp.config import register_configs, validate
 
 log = logging.getLogger("firebreak_exp")
@@ -74,4 +74,4 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    main()
+    launch(main)

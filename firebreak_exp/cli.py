@@ -21,6 +21,22 @@ BAD_INPUT_EXIT = 2
 RUNTIME_FAULT_EXIT = 1
 
 
+MULTIRUN_FLAGS = ("-m", "--multirun")
+
+
+def multirun_flag_first(argv: list) -> list:
+    """``argv`` with ``-m``/``--multirun`` moved before the overrides. Hydra's parser reads the overrides as one
+    run of positional arguments, so ``parallel.num_envs=4,8 -m seed=0,1`` would stop with "unrecognized
+    arguments"; with the flag first it is ``-m parallel.num_envs=4,8 seed=0,1``."""
+    return argv[:1] + [a for a in argv[1:] if a in MULTIRUN_FLAGS] + [a for a in argv[1:] if a not in MULTIRUN_FLAGS]
+
+
+def launch(main: Callable[[], object]) -> None:
+    """Run a command's ``@hydra.main`` function with ``-m`` accepted anywhere among its overrides."""
+    sys.argv[:] = multirun_flag_first(sys.argv)
+    main()
+
+
 class JobError(CompactHydraException):
     """One job of a multirun stopped with a clear one-line message (Hydra reports it without a traceback)."""
 

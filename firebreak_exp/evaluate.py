@@ -363,4 +363,5 @@ def main(cfg: DictConfig):
 
 
 if __name__ == "__main__":
-    main()
+    from firebreak_exp.cli import launch
+    launch(main)

@@ -97,12 +97,13 @@ def test_rerunning_the_archive_gives_identical_metrics(smoke_run):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("order", ["overrides_then_m", "m_then_overrides"])
+@pytest.mark.parametrize("order", ["overrides_then_m", "m_then_overrides", "m_among_overrides"])
 def test_multirun_is_one_parent_with_a_child_per_job(tmp_path, order):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     overrides = ["experiment=smoke", "parallel.num_envs=1,2", "trainer.episodes=3", f"tracking.uri={uri}",
                  f"hydra.sweep.dir={tmp_path / 'multirun'}", f"landscape.cache_dir={tmp_path / 'landscapes'}"]
-    args = [*overrides, "-m"] if order == "overrides_then_m" else ["-m", *overrides]
+    args = {"overrides_then_m": [*overrides, "-m"], "m_then_overrides": ["-m", *overrides],
+            "m_among_overrides": [*overrides[:2], "-m", *overrides[2:]]}[order]
     run_cli(*args)
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("firebreak_exp").experiment_id])
