@@ -101,9 +101,9 @@ class FireExchange:
     first (by how long each took when last burned; an environment burns the same fires again after each
     few breaks), so the workers finish a request together rather than one waiting on a long fire taken
     last. A fire's arrival times depend on the tile, ignition and breaks alone, so which worker burns it
-    changes no number. Simulators that add
-    breaks to a search they keep (:meth:`~firebreak_exp.simulation.TravelTimeSimulator.add_breaks`) keep
-    their fires: the search is the environment's own state.
+    changes no number. Simulators that add breaks to a search they keep
+    (:meth:`~firebreak_exp.simulation.TravelTimeSimulator.add_breaks`) keep their fires: the search is the
+    environment's own state.
     """
 
     def __init__(self, worker: int, tasks, answers: Sequence):
