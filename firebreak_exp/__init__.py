@@ -7,14 +7,14 @@ from importlib import import_module
 
 _EXPORTS = {
     "FuelBreakEnv": "firebreak_exp.environment",
-    "VectorizedFireEnv": "firebreak_exp.vectorization",
+    "VectorizedFireEnv": "firebreak_exp.vector.env",
     "make_env": "firebreak_exp.factory",
     "make_vector_env": "firebreak_exp.factory",
-    "DQNAgent": "firebreak_exp.agent",
-    "ParallelExperienceCollector": "firebreak_exp.training",
-    "ParallelFuelBreakTrainer": "firebreak_exp.training",
-    "IterativeFuelBreakTrainer": "firebreak_exp.training",
-    "Scenario": "firebreak_exp.simulation",
+    "DQNAgent": "firebreak_exp.rl.dqn",
+    "ParallelExperienceCollector": "firebreak_exp.rl.trainer",
+    "ParallelFuelBreakTrainer": "firebreak_exp.rl.trainer",
+    "IterativeFuelBreakTrainer": "firebreak_exp.rl.trainer",
+    "Scenario": "firebreak_exp.fire.scenario",
     "load_landscapes": "firebreak_exp.landscape",
 }
 

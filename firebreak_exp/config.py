@@ -29,8 +29,8 @@ class LandscapeConfig:
 
 @dataclass
 class ScenarioConfig:
-    """Fire weather and evaluation ignitions (firebreak_exp.simulation.Scenario)."""
-    _target_: str = "firebreak_exp.simulation.Scenario"
+    """Fire weather and evaluation ignitions (firebreak_exp.fire.scenario.Scenario)."""
+    _target_: str = "firebreak_exp.fire.scenario.Scenario"
     wind_speed: float = 30.0             # km/h at 10 m
     wind_direction: float = 270.0        # degrees clockwise from north the wind blows from
     fuel_moisture_dead_1hr: float = 0.03 # kg/kg
@@ -46,7 +46,7 @@ class ScenarioConfig:
 @dataclass
 class SimulatorConfig:
     """Fire physics backend; built per tile as ``instantiate(cfg)(tile=..., scenario=...)``."""
-    _target_: str = "firebreak_exp.simulation.TravelTimeSimulator"
+    _target_: str = "firebreak_exp.fire.travel_time.TravelTimeSimulator"
     _partial_: bool = True
 
 
@@ -60,7 +60,7 @@ class EnvConfig:
 
 @dataclass
 class ParallelConfig:
-    """Vectorized environment backend (firebreak_exp.vectorization.VectorizedFireEnv)."""
+    """Vectorized environment backend (firebreak_exp.vector.env.VectorizedFireEnv)."""
     backend: str = "sequential"          # sequential | thread | process | dask (aliases: threading, multiprocessing)
     num_envs: Any = 1                    # a positive integer, or "auto" (the benchmark's recommendation)
     max_workers: Optional[int] = None    # None = min(num_envs, cores); dask with an address: its worker count
@@ -72,7 +72,7 @@ class ParallelConfig:
 
 @dataclass
 class AgentConfig:
-    """Deep Q-learning learner (firebreak_exp.agent.DQNAgent)."""
+    """Deep Q-learning learner (firebreak_exp.rl.dqn.DQNAgent)."""
     channels: int = 16                   # conv width of the Q-network
     num_layers: int = 5                  # conv layers (dilations 1, 2, 4, ... widen the view)
     lr: float = 1e-3
@@ -95,7 +95,7 @@ class AgentConfig:
 
 @dataclass
 class TrainerConfig:
-    """The training loop (firebreak_exp.training.ParallelFuelBreakTrainer)."""
+    """The training loop (firebreak_exp.rl.trainer.ParallelFuelBreakTrainer)."""
     episodes: int = 300                  # stop after this many finished episodes
     steps_per_collection: int = 16       # vector-env steps between metric logs
     train_frequency: int = 8             # experiences per learner update

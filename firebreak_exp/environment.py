@@ -2,10 +2,10 @@
 
 State: normalized landscape channels (with pyretechnics' spread rates under the scenario), the burn
 probability under the current breaks (over this episode's ignitions), the fire flow (per cell, the
-% of burnable cells the fires reach through it, :func:`~firebreak_exp.simulation.fire_flow`: in the
+% of burnable cells the fires reach through it, :func:`~firebreak_exp.fire.flows.fire_flow`: in the
 units of the scaled rewards, ``agent.reward_scale`` = 100, as breaking a cell saves at most its flow), the
-fuel-break mask and the remaining budget. Action: one cell; broken and non-burnable cells are masked out
-(``info["action_mask"]``). Reward: the drop in expected burned fraction since
+fuel-break mask and the remaining budget (the layout: :mod:`firebreak_exp.observation`). Action: one
+cell; broken and non-burnable cells are masked out (``info["action_mask"]``). Reward: the drop in expected burned fraction since
 the last evaluation, over ignitions drawn once at reset, so an episode's return
 is the total reduction. The episode ends when the budget is spent. A break placed on one of the
 episode's ignition points does not stop that fire (it would only delete a known ignition).
@@ -17,73 +17,14 @@ from typing import Callable, Optional, Sequence
 import gymnasium as gym
 import numpy as np
 
-from firebreak_exp.landscape import FUEL_GROUPS, Tile, fuel_group_index
-from firebreak_exp.simulation import FireSimulator, Scenario, TrackedFires, directional_spread_rates
+from firebreak_exp.fire.scenario import Scenario
+from firebreak_exp.fire.simulator import FireSimulator
+from firebreak_exp.fire.tracked import TrackedFires
+from firebreak_exp.landscape import Tile
+from firebreak_exp.observation import (CHANNELS, FIRE_FLOW_CHANNEL, OBSERVATION_BOUND, build_observation,
+                                       static_channels)
 
-STATIC_CHANNELS = (
-    "elevation", "slope", "aspect_sin", "aspect_cos", "canopy_cover", "canopy_height",
-    "canopy_base_height", "canopy_bulk_density", *(f"fuel_{g}" for g in FUEL_GROUPS),
-    "spread_rate_heading", "spread_rate_mean",
-)
-DYNAMIC_CHANNELS = ("burn_probability", "fire_flow", "fuel_break", "budget_remaining")
-CHANNELS = STATIC_CHANNELS + DYNAMIC_CHANNELS
-NUM_STATIC_CHANNELS = len(STATIC_CHANNELS)
-NON_BURNABLE_CHANNEL = CHANNELS.index("fuel_NB")
-BURN_PROBABILITY_CHANNEL = CHANNELS.index("burn_probability")
-FIRE_FLOW_CHANNEL = CHANNELS.index("fire_flow")
-FUEL_BREAK_CHANNEL = CHANNELS.index("fuel_break")
-BUDGET_CHANNEL = CHANNELS.index("budget_remaining")
-OBSERVATION_BOUND = 10.0
-
-SimulatorFactory = Callable[..., "FireSimulator"]
-
-
-SPREAD_AZIMUTHS = tuple(range(0, 360, 45))   # degrees clockwise from north
-
-
-def spread_rate_channels(tile: Tile, scenario: Scenario, simulator: Optional[FireSimulator] = None) -> np.ndarray:
-    """float32 (2, H, W): pyretechnics' spread rate of a front heading with the wind, and its mean over 8
-    directions, as log10(1 + m/min) / 2 (0 for a standing fire, 1 at 99 m/min). They tell the network
-    how the weather drives fire through each cell, which the fuel groups only hint at. A ``simulator`` of
-    this tile and scenario lends the rates it has already computed (:meth:`FireSimulator.spread_rates`)."""
-    heading = (scenario.wind_direction + 180.0) % 360.0
-    azimuths = [heading, *SPREAD_AZIMUTHS]
-    if simulator is not None and simulator.tile is tile and simulator.scenario == scenario:
-        rates = simulator.spread_rates(azimuths)
-    else:
-        rates = directional_spread_rates(tile, scenario, azimuths)
-    scaled = np.log10(1.0 + np.maximum(rates, 0.0)) / 2.0
-    return np.stack([scaled[0], scaled[1:].mean(axis=0)]).astype(np.float32)
-
-
-def static_channels(tile: Tile, scenario: Scenario, simulator: Optional[FireSimulator] = None) -> np.ndarray:
-    """The tile's landscape and its fire behaviour under ``scenario`` as float32 (NUM_STATIC_CHANNELS, H, W),
-    each channel scaled to about [-3, 3] (``simulator``: see :func:`spread_rate_channels`)."""
-    elevation = tile.elevation - tile.elevation.mean()
-    elevation = elevation / max(float(elevation.std()), 1.0)
-    flat = tile.aspect < 0
-    aspect = np.deg2rad(tile.aspect)
-    fuel_one_hot = np.eye(len(FUEL_GROUPS), dtype=np.float32)[fuel_group_index(tile.fuel_model)]
-    channels = [
-        elevation,
-        tile.slope,                           # rise/run
-        np.where(flat, 0.0, np.sin(aspect)),
-        np.where(flat, 0.0, np.cos(aspect)),
-        tile.canopy_cover,                    # fraction
-        tile.canopy_height / 30.0,            # m / 30
-        tile.canopy_base_height / 10.0,       # m / 10
-        tile.canopy_bulk_density / 0.3,       # kg/m³ / 0.3
-        *np.moveaxis(fuel_one_hot, -1, 0),
-        *spread_rate_channels(tile, scenario, simulator),
-    ]
-    stacked = np.stack(channels).astype(np.float32)
-    return np.clip(stacked, -OBSERVATION_BOUND, OBSERVATION_BOUND)
-
-
-def action_mask_from_observation(obs: np.ndarray) -> np.ndarray:
-    """Valid actions of a (..., C, H, W) observation: burnable cells not yet broken, flattened to (..., H*W)."""
-    valid = (obs[..., NON_BURNABLE_CHANNEL, :, :] == 0) & (obs[..., FUEL_BREAK_CHANNEL, :, :] == 0)
-    return valid.reshape(*valid.shape[:-2], -1)
+SimulatorFactory = Callable[..., FireSimulator]
 
 
 class SharedTiles:
@@ -266,9 +207,8 @@ class FuelBreakEnv(gym.Env):
         if self.tile_index not in self._static:
             self._static[self.tile_index] = static_channels(self.landscapes[self.tile_index], self.scenario,
                                                             self.simulator(self.tile_index))
-        remaining = np.full(self.grid_shape, 1.0 - self.steps_taken / self.budget, np.float32)
-        dynamic = np.stack([self.burn_probability, self.fire_flow, self.fuel_breaks.astype(np.float32), remaining])
-        return np.concatenate([self._static[self.tile_index], dynamic])
+        return build_observation(self._static[self.tile_index], self.burn_probability, self.fire_flow,
+                                 self.fuel_breaks, 1.0 - self.steps_taken / self.budget)
 
     def _info(self) -> dict:
         return {"action_mask": self._action_mask(), "tile_index": self.tile_index,

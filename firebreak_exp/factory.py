@@ -15,7 +15,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from firebreak_exp.environment import FuelBreakEnv
-from firebreak_exp.vectorization import VectorizedFireEnv, resolve_backend
+from firebreak_exp.fire import SIMULATORS
+from firebreak_exp.vector.backend import resolve_backend
+from firebreak_exp.vector.env import VectorizedFireEnv
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,6 @@ def make_env(cfg, index: int = 0, split: str = "train") -> FuelBreakEnv:
 
 def simulator_name(cfg) -> str:
     """The name of ``cfg.simulator`` as the benchmark records it (``pyretechnics``, ``travel_time``, ...)."""
-    from firebreak_exp.simulation import SIMULATORS
     target = str(cfg.simulator.get("_target_", ""))
     for name, cls in SIMULATORS.items():
         if target == f"{cls.__module__}.{cls.__name__}":

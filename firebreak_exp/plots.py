@@ -84,7 +84,7 @@ def _method_grid(count: int, extra: int = 0):
 
 def plot_method_fuel_breaks(example: dict, path: Path) -> Path:
     """One panel per method: the tile's fuel model with that method's breaks (``example`` from
-    firebreak_exp.evaluation.compare_planners)."""
+    firebreak_exp.planning.evaluation.compare_planners)."""
     tile = example["tile"]
     methods = {k: v for k, v in example["methods"].items() if k != "no_treatment"} or example["methods"]
     fig, axes = _method_grid(len(methods))

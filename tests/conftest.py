@@ -1,7 +1,13 @@
-"""Shared fixtures: Hydra-composed configs, the Worcester LANDFIRE sample, scratch MLflow stores."""
+"""Shared fixtures and helpers: Hydra-composed configs, the Worcester LANDFIRE sample and its meadow tile,
+fire simulators on it, scratch MLflow stores, vector-env rollouts."""
 import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
+import psutil
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -9,10 +15,21 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict, read_write
 
 from firebreak_exp.config import register_configs, validate
+from firebreak_exp.fire import FireSimulator, PyretechnicsSimulator, Scenario, TravelTimeSimulator
+from firebreak_exp.landscape import cut_tiles, read_layers, Tile
+from firebreak_exp.observation import (BUDGET_CHANNEL, BURN_PROBABILITY_CHANNEL, CHANNELS, FIRE_FLOW_CHANNEL,
+                                       FUEL_BREAK_CHANNEL, NON_BURNABLE_CHANNEL)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 WORCESTER = ROOT.parent / "shared" / "data" / "landfire" / "worcester_vt"
+
+# A western (training-side) tile with a large grass meadow east of a timber stand: fires from the meadow
+# run east with the default westerly wind and reach the tile's eastern edge within an hour.
+MEADOW_TILE = "worcester_vt/r0350_c0325"
+MEADOW_IGNITION = (16, 13)
+BREAK_COLUMN = 19          # a full north-south line of breaks, downwind (east) of the ignition
+FAST = Scenario(burn_duration=60.0)   # short burns keep the reference cheap for the behaviour checks
 
 
 def require_shared(path: Path) -> Path:
@@ -62,3 +79,98 @@ def make_cfg(tmp_path, landscape_cache):
 
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def stack():
+    return read_layers(require_worcester())
+
+
+@pytest.fixture(scope="session")
+def tiles25(stack):
+    return cut_tiles(stack, 25)
+
+
+@pytest.fixture(scope="session")
+def meadow(tiles25) -> Tile:
+    return next(t for t in tiles25 if t.name == MEADOW_TILE)
+
+
+@pytest.fixture(scope="module", params=[PyretechnicsSimulator, TravelTimeSimulator], ids=lambda c: c.name)
+def sim(request, meadow) -> FireSimulator:
+    return request.param(meadow, FAST)
+
+
+@pytest.fixture(scope="module")
+def untreated(sim):
+    """Maps of the meadow fire plus a fire lit on a non-burnable cell, computed once per simulator."""
+    nonburnable = np.argwhere(~sim.burnable)[0]
+    ignitions = np.array([MEADOW_IGNITION, nonburnable])
+    return ignitions, sim.burn_maps(ignitions)
+
+
+def line_breaks(shape, column):
+    """A full north-south line of breaks in ``column``."""
+    breaks = np.zeros(shape, dtype=bool)
+    breaks[:, column] = True
+    return breaks
+
+
+def random_observations(batch: int, rng, height: int = 4, width: int = 4) -> np.ndarray:
+    """float32 (batch, C, H, W) observations with random channels, masks and budgets."""
+    obs = rng.normal(size=(batch, len(CHANNELS), height, width)).astype(np.float32)
+    obs[:, NON_BURNABLE_CHANNEL] = rng.random((batch, height, width)) < 0.3
+    obs[:, FUEL_BREAK_CHANNEL] = rng.random((batch, height, width)) < 0.3
+    obs[:, BURN_PROBABILITY_CHANNEL] = rng.random((batch, height, width)).astype(np.float16)
+    obs[:, FIRE_FLOW_CHANNEL] = rng.random((batch, height, width)).astype(np.float16)
+    obs[:, BUDGET_CHANNEL] = rng.random((batch, 1, 1))
+    return obs
+
+
+def rollout(vec_env, seed: int, steps: int):
+    """Seeded random valid actions for ``steps`` steps: the observations, rewards, terminations and final
+    observations in order, and the episode stats."""
+    obs, infos = vec_env.reset(seed=seed)
+    rng = np.random.default_rng(seed)
+    trace = [obs.copy()]
+    for _ in range(steps):
+        actions = [rng.choice(np.flatnonzero(mask)) for mask in infos["action_mask"]]
+        obs, rewards, terminations, truncations, infos = vec_env.step(actions)
+        trace += [obs.copy(), rewards.copy(), terminations.copy(), infos["final_obs"].copy()]
+    return trace, vec_env.get_episode_stats()
+
+
+def cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    """``python -m firebreak_exp ARGS`` in a subprocess (exit status not checked)."""
+    return subprocess.run([sys.executable, "-m", "firebreak_exp", *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def describe(result: subprocess.CompletedProcess) -> str:
+    return f"exit {result.returncode}\n--- stdout\n{result.stdout[-3000:]}\n--- stderr\n{result.stderr[-3000:]}"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def assert_same_rollouts(a, b) -> None:
+    (trace_a, stats_a), (trace_b, stats_b) = a, b
+    assert len(trace_a) == len(trace_b)
+    for x, y in zip(trace_a, trace_b):
+        np.testing.assert_array_equal(x, y)
+    assert stats_a == stats_b
+
+
+def spawned_children(process: psutil.Process) -> list:
+    """Worker processes of the process backend below ``process`` (multiprocessing 'spawn' children)."""
+    found = []
+    for child in process.children(recursive=True):
+        try:
+            if "spawn_main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            pass
+    return found

@@ -1,0 +1,1 @@
+"""The command layer: train, evaluate and benchmark, sharing one error handler and one tracked run."""

@@ -1,0 +1,58 @@
+"""How a command reports a fault: one clear line on stderr and a non-zero exit (no bare traceback).
+
+Exit codes: 2 bad input (config, rasters, checkpoints, an unreachable tracking server or Dask
+scheduler); 1 a runtime fault the user can act on (an environment worker died). Inside a multirun job
+the same line is raised as a ``JobError`` instead: Hydra prints it without a traceback once the batch is
+done (so one bad combination does not stop the others, on any launcher) and the sweep exits 1.
+"""
+import logging
+import sys
+from typing import NoReturn, Optional
+
+from hydra.errors import CompactHydraException
+from omegaconf.errors import OmegaConfBaseException
+
+from firebreak_exp.vector.backend import WorkerDiedError
+
+log = logging.getLogger("firebreak_exp")
+BAD_INPUT_EXIT = 2
+RUNTIME_FAULT_EXIT = 1
+
+
+class JobError(CompactHydraException):
+    """One job of a multirun stopped with a clear one-line message (Hydra reports it without a traceback)."""
+
+
+def runtime_faults() -> tuple:
+    """Exception types of faults outside the program that the user can act on (named in the message)."""
+    return (WorkerDiedError,)
+
+
+def one_line(error: BaseException) -> str:
+    """The first line of ``error``'s message; OmegaConf errors get their key (``full_key``) in front."""
+    if isinstance(error, OmegaConfBaseException):
+        message = str(getattr(error, "msg", None) or error).strip()
+        key = getattr(error, "full_key", None)
+        first = message.splitlines()[0] if message else type(error).__name__
+        return f"{key}: {first}" if key and key not in first else first
+    message = str(error).strip()
+    return message.splitlines()[0] if message else type(error).__name__
+
+
+def exit_code(error: BaseException) -> int:
+    return RUNTIME_FAULT_EXIT if isinstance(error, runtime_faults()) else BAD_INPUT_EXIT
+
+
+def message(error: BaseException, code: int) -> str:
+    """The line reported for ``error``: a runtime fault is named by its type."""
+    line = one_line(error)
+    return f"{type(error).__name__}: {line}" if code == RUNTIME_FAULT_EXIT else line
+
+
+def exit_with_error(error: BaseException, code: Optional[int] = None) -> NoReturn:
+    """Print ``firebreak_exp: error: <one line>`` on stderr (and to the job log) and exit non-zero."""
+    code = exit_code(error) if code is None else code
+    line = message(error, code)
+    log.error("error: %s", line)
+    print(f"firebreak_exp: error: {line}", file=sys.stderr, flush=True)
+    sys.exit(code)

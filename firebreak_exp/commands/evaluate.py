@@ -1,0 +1,349 @@
+"""``python -m firebreak_exp.evaluate``: a trained policy against baselines on held-out tiles, tracked in MLflow.
+
+Examples::
+
+    python -m firebreak_exp.evaluate checkpoint=outputs/runs/<date_time>/checkpoints/best.pt
+    python -m firebreak_exp.evaluate checkpoint=<MLflow run id> simulator=travel_time budgets=[5]
+    python -m firebreak_exp.evaluate checkpoint=null experiment=smoke methods=[no_treatment,random,domirank]
+
+``checkpoint`` is a checkpoint file, a training run folder (``<run>/checkpoints/<checkpoint_file>``), or the
+id of a training run in the tracking store (``checkpoints/<checkpoint_file>`` and ``.hydra/config.yaml``
+are downloaded from its artifacts). The training run's config is the base of the evaluation; groups and
+keys given on the command line override it. Every method plans on the held-out tiles at every budget
+(% of burnable cells) and every plan is scored on the same fresh ignitions per tile with the configured
+simulator (see :mod:`firebreak_exp.planning.evaluation`). The Hydra run folder receives ``evaluation.json``
+(``{"budgets": [...], "methods": {name: {"R", "R_ci", "burned_fraction", "plan_seconds"}}, ...}``) and
+``plots/`` (R against budget, fuel breaks per method, burn probability before/after per method); an MLflow
+run tagged ``run_kind=evaluation`` (and ``training_run_id`` when the training run is found) logs them.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import tempfile
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import List, Optional
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from firebreak_exp.commands.cli import CONF_DIR, run_job
+from firebreak_exp.commands.tracking import flatten, tracked_run
+from firebreak_exp.config import Config, check_values, register_configs, validate
+
+log = logging.getLogger("firebreak_exp")
+
+TRAINING_GROUPS = ("landscape", "scenario", "simulator", "env", "parallel", "agent", "trainer")
+RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+
+
+@dataclass
+class DomiRankSettings:
+    sigma_fraction: float = 0.5          # sigma = sigma_fraction * (-1 / lambda_min), in (0, 1)
+    symmetric: bool = True               # symmetrize the spread network
+
+
+@dataclass
+class GreedySettings:
+    simulator: Optional[str] = "travel_time"  # simulator of the greedy and flow searches; None = the scoring one
+    exclude_ignitions: bool = True       # planning ignition cells are not candidates
+    num_ignitions: Optional[int] = None  # planning ignitions for greedy; None = scenario.num_ignitions
+    max_candidates: Optional[int] = None # cap on candidate cells per step; None = every cell fires reach
+
+
+@dataclass
+class EvaluateConfig(Config):
+    """The composed configuration of ``python -m firebreak_exp.evaluate``: the training groups plus these."""
+    checkpoint: Optional[str] = None     # checkpoint file, training run folder or MLflow run id; None = baselines
+    checkpoint_file: str = "best.pt"     # checkpoint of a run folder / run id (falls back to last.pt)
+    budgets: List[float] = field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0, 20.0])  # % of burnable cells
+    num_ignitions: int = 32              # scoring ignitions per tile
+    random_seeds: int = 5                # random plans averaged per tile
+    methods: List[str] = field(default_factory=lambda: ["no_treatment", "random", "domirank", "greedy", "flow",
+                                                                 "policy"])
+    max_tiles: Optional[int] = None      # cap on held-out tiles
+    example_budget: float = 5.0          # budget shown in the map plots
+    domirank: DomiRankSettings = field(default_factory=DomiRankSettings)
+    greedy: GreedySettings = field(default_factory=GreedySettings)
+
+
+EVALUATION_KEYS = tuple(f.name for f in fields(EvaluateConfig) if f.name not in {g.name for g in fields(Config)})
+
+
+def register_evaluate_config() -> None:
+    register_configs()
+    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
+
+
+register_evaluate_config()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Checkpoint and training config
+# ---------------------------------------------------------------------------------------------------------
+
+def check_evaluation_values(cfg) -> None:
+    """Range checks of the evaluation keys; ValueError names the key."""
+    from firebreak_exp.planning.planners import PLANNERS
+    if not cfg.budgets:
+        raise ValueError("budgets=[]: expected at least one budget (% of burnable cells)")
+    for b in cfg.budgets:
+        if not 0 < b <= 100:
+            raise ValueError(f"budgets: {b} is not a percentage in (0, 100]")
+    for key in ("num_ignitions", "random_seeds"):
+        if cfg[key] < 1:
+            raise ValueError(f"{key}={cfg[key]}: expected a positive integer")
+    if cfg.max_tiles is not None and cfg.max_tiles < 1:
+        raise ValueError(f"max_tiles={cfg.max_tiles}: expected a positive integer or null")
+    unknown = [m for m in cfg.methods if m not in PLANNERS]
+    if unknown or not cfg.methods:
+        raise ValueError(f"methods={list(cfg.methods)}: unknown {unknown}; expected some of {sorted(PLANNERS)}")
+    if not 0 < cfg.domirank.sigma_fraction < 1:
+        raise ValueError(f"domirank.sigma_fraction={cfg.domirank.sigma_fraction}: expected a value in (0, 1)")
+    from firebreak_exp.fire import SIMULATORS
+    if cfg.greedy.simulator is not None and cfg.greedy.simulator not in SIMULATORS:
+        raise ValueError(f"greedy.simulator={cfg.greedy.simulator}: expected one of {sorted(SIMULATORS)} or null")
+
+
+def resolve_checkpoint(spec: str, checkpoint_file: str, tracking_uri: str, download_dir: Path) -> dict:
+    """Where the checkpoint and its training config are: ``{"path", "config_path", "run_dir", "run_id"}``.
+
+    ``spec`` is a checkpoint file (its run folder is the parent of ``checkpoints/``), a run folder, or an
+    MLflow run id (artifacts downloaded into ``download_dir``; ``checkpoint_file`` first, then last.pt).
+    """
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        path = path / "checkpoints" / checkpoint_file if (path / "checkpoints").is_dir() else path / checkpoint_file
+        if not path.is_file():
+            path = path.with_name("last.pt")
+    if path.is_file():
+        path = path.resolve()
+        run_dir = path.parent.parent if path.parent.name == "checkpoints" else path.parent
+        config_path = run_dir / ".hydra" / "config.yaml"
+        if not config_path.is_file():
+            raise FileNotFoundError(f"checkpoint {path}: its training config {config_path} is missing")
+        return {"path": path, "config_path": config_path, "run_dir": run_dir, "run_id": None}
+    if not RUN_ID.match(spec):
+        raise FileNotFoundError(f"checkpoint={spec}: no such file or folder, and not an MLflow run id")
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.get_run(spec)
+    except MlflowException as error:
+        raise FileNotFoundError(f"checkpoint={spec}: no such run in the tracking store {tracking_uri}") from error
+    download_dir.mkdir(parents=True, exist_ok=True)
+    local = None
+    for name in dict.fromkeys((checkpoint_file, "last.pt")):
+        try:
+            local = Path(client.download_artifacts(spec, f"checkpoints/{name}", str(download_dir)))
+            break
+        except (MlflowException, OSError):
+            continue
+    if local is None:
+        raise FileNotFoundError(f"MLflow run {spec} has no artifact checkpoints/{checkpoint_file} (nor last.pt)")
+    try:
+        config_path = Path(client.download_artifacts(spec, ".hydra/config.yaml", str(download_dir)))
+    except (MlflowException, OSError) as error:
+        raise FileNotFoundError(f"MLflow run {spec} has no artifact .hydra/config.yaml") from error
+    return {"path": local, "config_path": config_path, "run_dir": None, "run_id": spec}
+
+
+def find_training_run(tracking_uri: str, run_dir: Path, max_runs: int = 200) -> Optional[str]:
+    """The id of the training run whose Hydra output folder is ``run_dir`` (a ``run_dir`` tag, else the
+    ``hydra.runtime.output_dir`` of its ``.hydra/hydra.yaml`` artifact), newest first; None if not found."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    client = MlflowClient(tracking_uri=tracking_uri)
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return None
+    runs = client.search_runs(experiments, "tags.run_kind = 'train'", max_results=max_runs,
+                              order_by=["attributes.start_time DESC"])
+    target = Path(run_dir).resolve()
+    for run in runs:
+        tagged = run.data.tags.get("run_dir")
+        if tagged and Path(tagged).resolve() == target:
+            return run.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, run in enumerate(runs):
+            try:
+                local = client.download_artifacts(run.info.run_id, ".hydra/hydra.yaml", str(Path(tmp) / str(i)))
+                output_dir = OmegaConf.load(local).hydra.runtime.output_dir
+            except (MlflowException, OSError, AttributeError, KeyError, ValueError):
+                continue
+            if output_dir and Path(str(output_dir)).resolve() == target:
+                return run.info.run_id
+    return None
+
+
+def task_overrides() -> list:
+    """The overrides given on the command line (empty outside a Hydra app)."""
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+
+
+def training_config(cfg: DictConfig, archived: Optional[DictConfig], overrides: List[str]) -> DictConfig:
+    """The config the policy and baselines run under: the archived training config (or ``cfg``'s training
+    part without one) with the command line's training groups and keys taken from ``cfg``; ``tracking``
+    always comes from ``cfg``. Validated against the training schema."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    own = OmegaConf.to_container(cfg, resolve=False)
+    base = own if archived is None else OmegaConf.to_container(archived, resolve=False)
+    base = {k: v for k, v in base.items() if k not in EVALUATION_KEYS and k != "hydra"}
+    base = OmegaConf.create(base)
+    if archived is not None:
+        for override in OverridesParser.create().parse_overrides(overrides=overrides):
+            key = override.key_or_group
+            head = key.split(".")[0]
+            if override.is_delete() or head in EVALUATION_KEYS or head in ("tracking", "hydra"):
+                continue
+            if head == "experiment":
+                log.warning("ignoring %s: the checkpoint's training config is the base of the evaluation",
+                            override.input_line)
+                continue
+            if "." not in key and key in TRAINING_GROUPS:
+                base[key] = OmegaConf.create(own[key])
+            elif head in own:
+                OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
+    base.tracking = OmegaConf.create(own["tracking"])
+    return validate(base)
+
+
+def load_agent(train_cfg, checkpoint_path: Path, grid_shape: tuple):
+    """A DQNAgent built with the training config's agent settings and the checkpoint's Q-network weights."""
+    from firebreak_exp.observation import CHANNELS
+    from firebreak_exp.rl.checkpoint import CheckpointError, load_checkpoint
+    from firebreak_exp.rl.dqn import DQNAgent
+
+    state = load_checkpoint(checkpoint_path, with_replay=False)
+    settings = OmegaConf.to_container(train_cfg.agent, resolve=True)
+    agent = DQNAgent((len(CHANNELS), *grid_shape), seed=int(train_cfg.seed), **settings)
+    try:
+        agent.q_network.load_state_dict(state["agent"]["q_network"])
+        agent.target_network.load_state_dict(state["agent"]["target_network"])
+    except (RuntimeError, KeyError) as error:
+        raise CheckpointError(f"checkpoint {checkpoint_path} does not fit the agent of its training config: "
+                              f"{str(error).splitlines()[0]}") from error
+    return agent
+
+
+def build_planners(cfg, agent, percentage_increment: float) -> dict:
+    from firebreak_exp.planning.planners import DomiRankPlanner, GreedyPlanner, make_planner, PolicyPlanner
+    planners = {}
+    for name in cfg.methods:
+        if name == "policy":
+            if agent is None:
+                log.warning("no checkpoint: the 'policy' method is skipped")
+                continue
+            planners[name] = PolicyPlanner(agent, percentage_increment)
+        elif name == "domirank":
+            planners[name] = DomiRankPlanner(cfg.domirank.sigma_fraction, cfg.domirank.symmetric)
+        elif name == "greedy":
+            planners[name] = GreedyPlanner(cfg.greedy.exclude_ignitions, cfg.greedy.max_candidates)
+        else:
+            planners[name] = make_planner(name)
+    return planners
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------------------------------------
+
+def evaluate_job(cfg: DictConfig) -> dict:
+    """Evaluate, write ``evaluation.json`` and plots into the Hydra run folder, log an MLflow run."""
+    from firebreak_exp.factory import env_kwargs
+    from firebreak_exp.fire import SIMULATORS
+    from firebreak_exp.planning.evaluation import compare_planners, format_table, heldout_tiles, summarize
+    from firebreak_exp.plots import plot_method_burn_probability, plot_method_fuel_breaks, plot_r_against_budget
+
+    check_evaluation_values(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+    source = None
+    archived = None
+    if cfg.checkpoint is not None:
+        source = resolve_checkpoint(str(cfg.checkpoint), cfg.checkpoint_file, cfg.tracking.uri,
+                                    run_dir / "training_run")
+        archived = OmegaConf.load(source["config_path"])
+    train_cfg = training_config(cfg, archived, task_overrides())
+    tiles = heldout_tiles(train_cfg, cfg.max_tiles)
+    if not tiles:
+        raise ValueError("the landscape has no held-out tiles (landscape.heldout_fraction=0?)")
+    kwargs = env_kwargs(train_cfg)
+    agent = load_agent(train_cfg, source["path"], tiles[0].shape) if source else None
+    planners = build_planners(cfg, agent, kwargs["percentage_increment"])
+    training_run_id = None
+    if source is not None:
+        training_run_id = source["run_id"] or find_training_run(cfg.tracking.uri, source["run_dir"])
+
+    tags = {"run_kind": "evaluation", "checkpoint": str(cfg.checkpoint)}
+    if source is not None:
+        tags["checkpoint_path"] = str(source["path"])
+        if source["run_dir"] is not None:
+            tags["training_run_dir"] = str(source["run_dir"])
+    if training_run_id:
+        tags["training_run_id"] = training_run_id
+    with tracked_run(cfg.tracking, "evaluate", tags) as tracker:
+        params = OmegaConf.to_container(train_cfg, resolve=True)
+        params["evaluation"] = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k])
+                                else cfg[k] for k in EVALUATION_KEYS}
+        tracker.log_params(flatten(params))
+        if (run_dir / ".hydra").is_dir():
+            tracker.log_artifact(run_dir / ".hydra", ".hydra")
+        greedy_sim = SIMULATORS[cfg.greedy.simulator] if cfg.greedy.simulator else None
+        raw = compare_planners(
+            tiles, planners, kwargs["simulator_factory"], kwargs["scenario"], list(cfg.budgets),
+            seed=int(train_cfg.seed), num_scoring_ignitions=int(cfg.num_ignitions),
+            random_seeds=int(cfg.random_seeds), planner_simulators={"greedy": greedy_sim, "flow": greedy_sim},
+            planner_ignitions={"greedy": cfg.greedy.num_ignitions}, example_budget=float(cfg.example_budget))
+        summary = summarize(raw)
+        result = {**summary, "checkpoint": None if source is None else str(source["path"]),
+                  "training_run_id": training_run_id, "num_tiles": len(tiles), "tiles": raw["tiles"],
+                  "num_ignitions": int(cfg.num_ignitions), "simulator": str(train_cfg.simulator._target_),
+                  "burned_fraction_untreated": raw["untreated"].tolist(),
+                  "num_breaks": raw["num_breaks"].tolist()}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
+        plots = run_dir / "plots"
+        plot_r_against_budget(summary, plots / "r_against_budget.png")
+        plot_method_fuel_breaks(raw["example"], plots / "fuel_breaks_by_method.png")
+        plot_method_burn_probability(raw["example"], plots / "burn_probability_by_method.png")
+        metrics = {}
+        for name, method in summary["methods"].items():
+            for j, b in enumerate(summary["budgets"]):
+                suffix = f"budget_{b:g}"
+                metrics[f"{name}/R_{suffix}"] = method["R"][j]
+                metrics[f"{name}/R_ci_low_{suffix}"] = method["R_ci"][j][0]
+                metrics[f"{name}/R_ci_high_{suffix}"] = method["R_ci"][j][1]
+                metrics[f"{name}/burned_fraction_{suffix}"] = method["burned_fraction"][j]
+                metrics[f"{name}/plan_seconds_{suffix}"] = method["plan_seconds"][j]
+        tracker.log_metrics(metrics, 0)
+        tracker.log_artifact(run_dir / "evaluation.json")
+        tracker.log_artifact(plots, "plots")
+    table = format_table(summary)
+    print(f"Held-out evaluation on {len(tiles)} tiles, {cfg.num_ignitions} scoring ignitions each "
+          f"({train_cfg.simulator._target_.rsplit('.', 1)[-1]}); R = 1 - BA/BA0, bootstrap 95% CI over tiles")
+    print(table)
+    print(f"evaluation.json and plots in {run_dir}; MLflow run {tracker.run_id}"
+          + (f" (training run {training_run_id})" if training_run_id else ""))
+    sys.stdout.flush()
+    return result
+
+
+def validate_evaluation(cfg: DictConfig) -> DictConfig:
+    """``cfg`` (without ``hydra``) merged into the evaluation schema, its values range-checked."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    merged = OmegaConf.merge(OmegaConf.structured(EvaluateConfig), plain)
+    check_values(merged)
+    return merged
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
+def main(cfg: DictConfig):
+    return run_job(evaluate_job, cfg, validator=validate_evaluation, preflight=None)

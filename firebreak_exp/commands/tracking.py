@@ -1,0 +1,239 @@
+"""MLflow tracking: one run per job, a parent run per Hydra multirun.
+
+``import mlflow`` costs about 2 s, so it happens here, in the main process only,
+never in modules that environment workers import.
+
+``tracking.uri`` may be a SQLite file (the default, embedded store) or the
+``http(s)://`` address of an ``mlflow server``; a server is probed with a short
+timeout before anything is created, so an unreachable one fails the run at once
+with one line naming the URI (not after MLflow's minutes of retries).
+"""
+import atexit
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from firebreak_exp.commands.errors import exit_with_error
+
+PARENT_RUN_FILE = ".mlflow_parent_run_id"
+MAX_PARAM_LENGTH = 6000
+PROBE_TIMEOUT_SECONDS = 5.0
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The MLflow tracking server of ``tracking.uri`` does not answer."""
+
+
+def check_tracking_server(uri: str, timeout: float = PROBE_TIMEOUT_SECONDS) -> None:
+    """Raise TrackingUnavailableError unless the server at ``uri`` answers HTTP within ``timeout`` seconds.
+
+    Any HTTP answer counts (a proxy asking for credentials is reachable; MLflow reports auth errors itself);
+    only no connection, a timeout or a non-HTTP peer fail. Non-HTTP URIs are not probed.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests  # a dependency of mlflow; honours the same proxy settings as MLflow's client
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException as error:
+        reason = type(error).__name__
+        if isinstance(error, requests.ConnectionError) and not isinstance(error, requests.Timeout):
+            reason = "connection refused or host unreachable"
+        elif isinstance(error, requests.Timeout):
+            reason = f"no answer within {timeout:g} s"
+        raise TrackingUnavailableError(
+            f"MLflow tracking server {uri} (tracking.uri) is unreachable: {reason}; start it "
+            f"(mlflow server ... --host 127.0.0.1 --port PORT) or choose another tracking.uri") from error
+
+
+def flatten(config: Mapping, prefix: str = "") -> dict:
+    """Nested mapping -> {"a.b.c": value} with lists and None turned into strings."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit(path: Path = Path(__file__).resolve().parent) -> str:
+    """The commit of the checkout holding this package, or 'unknown'."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=path, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def default_artifact_location(uri: str) -> Optional[str]:
+    """For a SQLite store, artifacts live beside it in ``mlartifacts/`` (absolute file URI)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):]).resolve().parent.joinpath("mlartifacts").as_uri()
+    return None
+
+
+class Tracker:
+    """One MLflow run: params, tags, metrics over steps and artifacts, through ``MlflowClient``."""
+
+    def __init__(self, uri: str, experiment: str, artifact_location: Optional[str] = None):
+        check_tracking_server(uri)
+        import mlflow
+        from mlflow.tracking import MlflowClient
+        if uri.startswith("sqlite:///"):
+            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        self._mlflow = mlflow
+        self.uri = uri
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            location = artifact_location or default_artifact_location(uri)
+            try:
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+            except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
+                found = self.client.get_experiment_by_name(experiment)
+                if found is None:
+                    raise
+                self.experiment_id = found.experiment_id
+        else:
+            self.experiment_id = found.experiment_id
+        self.run_id: Optional[str] = None
+
+    def start(self, run_name: str, tags: Mapping[str, str], run_id: Optional[str] = None) -> str:
+        """Start a new run (or reopen ``run_id``) and return its id."""
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+            self.run_id = run.info.run_id
+        else:
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        from mlflow.entities import Param
+        items = [Param(k, str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start:start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+        import time
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items()]
+        self.client.log_batch(self.run_id, metrics=items)
+
+    def last_metric_step(self, key: str) -> int:
+        """The largest step logged for metric ``key`` in this run (-1 when none)."""
+        history = self.client.get_metric_history(self.run_id, key)
+        return max((m.step for m in history), default=-1)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, str(value))
+
+    def log_artifact(self, path: os.PathLike, artifact_path: Optional[str] = None) -> None:
+        path = Path(path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        elif path.exists():
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        if self.run_id is not None:
+            self.client.set_terminated(self.run_id, status=status)
+
+
+def job_tags(extra: Optional[Mapping[str, str]] = None) -> dict:
+    """Tags of a Hydra job: overrides, git commit, sweep id and parent run when in a multirun."""
+    tags = {"git_commit": git_commit(), "mlflow.source.git.commit": git_commit()}
+    if HydraConfig.initialized():
+        hydra_cfg = HydraConfig.get()
+        tags["overrides"] = " ".join(hydra_cfg.overrides.task) or "(none)"
+        if hydra_cfg.mode.name == "MULTIRUN":
+            sweep_dir = Path(hydra_cfg.sweep.dir)
+            tags["sweep_id"] = str(sweep_dir.resolve())
+            tags["job_num"] = str(hydra_cfg.job.num)
+            parent_file = sweep_dir / PARENT_RUN_FILE
+            if parent_file.exists():
+                tags["mlflow.parentRunId"] = parent_file.read_text().strip()
+    tags.update(extra or {})
+    return tags
+
+
+def run_name(prefix: str) -> str:
+    """``prefix`` plus the job number in a multirun, e.g. 'train-3'."""
+    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
+        return f"{prefix}-{HydraConfig.get().job.num}"
+    return prefix
+
+
+@contextmanager
+def tracked_run(tracking: DictConfig, name: str, tags: Mapping[str, str],
+                run_id: Optional[str] = None) -> Iterator[Tracker]:
+    """One MLflow run of a job (``run_id``: reopen that run): named :func:`run_name` of ``name``, tagged
+    :func:`job_tags` plus ``tags``; it ends FINISHED, or KILLED / FAILED when the body raises."""
+    tracker = Tracker(tracking.uri, tracking.experiment, tracking.get("artifact_location"))
+    tracker.start(run_name(name), job_tags(tags), run_id=run_id)
+    try:
+        yield tracker
+    except BaseException as error:
+        tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
+        raise
+    tracker.finish("FINISHED")
+
+
+class MultirunParentCallback(Callback):
+    """Create the MLflow store, the experiment and one parent run before a multirun's jobs start; close it at the end.
+
+    Jobs find the parent's id in ``<sweep dir>/.mlflow_parent_run_id`` and tag themselves as its children,
+    so parallel launchers (joblib, submitit) never race to create the SQLite store or the experiment.
+    A sweep that dies before its end (a failed job, Ctrl-C) leaves its parent FAILED, not RUNNING.
+    The callback travels to the launchers' job processes by pickle, without its live MLflow client.
+    """
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        HydraConfig.instance().set_config(config)
+        tracking = config.tracking
+        try:
+            tracker = Tracker(tracking.uri, tracking.experiment, tracking.get("artifact_location"))
+        except TrackingUnavailableError as error:
+            exit_with_error(error)
+        sweep_dir = Path(config.hydra.sweep.dir)
+        overrides = " ".join(config.hydra.overrides.task)
+        tracker.start("sweep", {"sweep_id": str(sweep_dir.resolve()), "overrides": overrides,
+                                "git_commit": git_commit(), "run_kind": "sweep"})
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / PARENT_RUN_FILE).write_text(tracker.run_id)
+        self._tracker = tracker
+        atexit.register(self._finish, "FAILED")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._finish("FINISHED")
+
+    def _finish(self, status: str) -> None:
+        tracker = getattr(self, "_tracker", None)
+        if tracker is not None:
+            self._tracker = None
+            atexit.unregister(self._finish)
+            try:
+                tracker.finish(status)
+            except Exception:  # at exit, after a failure: never mask it
+                if status == "FINISHED":
+                    raise
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_tracker"}
+
+
+def config_params(cfg: DictConfig) -> dict:
+    """The composed config (without ``hydra``), resolved and flattened, as MLflow params."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("hydra", None)
+    return flatten(container)

@@ -1,0 +1,66 @@
+"""``python -m firebreak_exp``: train a fuel-break DQN agent, tracked in MLflow.
+
+Examples::
+
+    python -m firebreak_exp                                   # built-in synthetic landscape
+    python -m firebreak_exp experiment=smoke                  # well under a minute
+    python -m firebreak_exp parallel.num_envs=4,8 -m          # sweep: one parent run, a child per job
+    python -m firebreak_exp --config-path <run>/.hydra --config-name config   # re-run an archived run
+    python -m firebreak_exp resume=<run folder or MLflow run id>              # continue a killed run
+"""
+import logging
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from firebreak_exp.commands.cli import CONF_DIR, run_job
+from firebreak_exp.commands.tracking import config_params, tracked_run
+from firebreak_exp.config import register_configs, validate
+
+log = logging.getLogger("firebreak_exp")
+register_configs()
+RUN_ID_FILE = ".mlflow_run_id"
+
+
+def locate_run(resume: str, tracking_uri: str) -> tuple[Path, str]:
+    """The run folder and MLflow run id of ``resume`` (a run folder or an MLflow run id)."""
+    folder = Path(resume)
+    if folder.is_dir():
+        id_file = folder / RUN_ID_FILE
+        if not id_file.exists():
+            raise FileNotFoundError(f"resume={resume}: {id_file} is missing; is this a firebreak_exp run folder?")
+        return folder.resolve(), id_file.read_text().strip()
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+    try:
+        run = MlflowClient(tracking_uri=tracking_uri).get_run(resume)
+    except MlflowException as error:
+        raise ValueError(f"resume={resume}: neither a run folder nor a run id in {tracking_uri}") from error
+    return Path(run.data.tags["run_dir"]), run.info.run_id
+
+
+def train_job(cfg: DictConfig) -> dict:
+    """One training job inside an MLflow run; the config archive is logged first."""
+    from firebreak_exp.rl.trainer import ParallelFuelBreakTrainer
+    resume_id = None
+    if cfg.resume:
+        run_dir, resume_id = locate_run(cfg.resume, cfg.tracking.uri)
+        cfg = validate(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+    else:
+        run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
+    tags = {"run_kind": "train", "experiment_name": str(cfg.experiment_name or "default"), "run_dir": str(run_dir)}
+    with tracked_run(cfg.tracking, "train", tags, run_id=resume_id) as tracker:
+        if resume_id is None:
+            (run_dir / RUN_ID_FILE).write_text(tracker.run_id)
+            tracker.log_params(config_params(cfg))
+            tracker.log_artifact(run_dir / ".hydra", ".hydra")
+        summary = ParallelFuelBreakTrainer(cfg, run_dir, tracker, resume=resume_id is not None).train()
+    log.info("MLflow run %s in %s", tracker.run_id, cfg.tracking.uri)
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig):
+    return run_job(train_job, cfg)

@@ -1,0 +1,1 @@
+"""Fuel-break planning: the planners (baselines and the trained policy) and their evaluation."""

@@ -1,0 +1,289 @@
+"""Experience collection and the training loop (one loop for sequential and parallel runs)."""
+import logging
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from firebreak_exp.factory import make_vector_env
+from firebreak_exp.planning.evaluation import evaluate_policy
+from firebreak_exp.plots import plot_fuel_breaks, plot_training_curves
+from firebreak_exp.rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from firebreak_exp.rl.dqn import DQNAgent
+from firebreak_exp.rl.memories import fill_replay, load_or_generate_expert_memories, memory_stats
+from firebreak_exp.rl.replay import NStepReturns, ReplayBuffer
+from firebreak_exp.vector.env import VectorizedFireEnv
+
+log = logging.getLogger(__name__)
+
+
+class ParallelExperienceCollector:
+    """Steps a VectorizedFireEnv with the agent's epsilon-greedy policy, fills the replay buffer and
+    runs learner updates (one per ``train_frequency`` experiences once ``learning_starts`` are stored)."""
+
+    def __init__(self, vec_env: VectorizedFireEnv, agent: DQNAgent, replay: ReplayBuffer,
+                 batch_size: int = 64, learning_starts: int = 200, seed: Optional[int] = None):
+        self.vec_env, self.agent, self.replay = vec_env, agent, replay
+        self.n_step = NStepReturns(vec_env.num_envs, agent.n_step, agent.gamma)
+        self.batch_size, self.learning_starts = batch_size, learning_starts
+        self.obs, self.infos = vec_env.reset(seed=seed)
+        self.total_experiences = 0
+        self.total_updates = 0
+        self.update_credit = 0.0
+        self._seconds = 0.0   # wall clock inside collect_experiences: stepping, acting and learning
+        self._steps = 0
+
+    def collect_experiences(self, num_steps: int, train_frequency: int = 1) -> dict:
+        """Take ``num_steps`` vector steps; returns counts, mean loss, epsilon and throughput.
+
+        The learner updates owed for the experiences stored so far run while the environments step
+        (between ``step_async`` and ``wait_for_results``): on the process and Dask backends the fires
+        burn on other cores meanwhile. The order of updates and steps is the same on every backend.
+        """
+        losses, start = [], time.perf_counter()
+        for _ in range(num_steps):
+            epsilon = self.agent.epsilon(self.total_experiences)
+            actions = self.agent.act(self.obs, self.infos["action_mask"], epsilon)
+            self.vec_env.step_async(actions)
+            while self.update_credit >= 1:
+                losses.append(self.agent.update(self.replay.sample(self.batch_size, self.agent.device)))
+                self.update_credit -= 1
+                self.total_updates += 1
+            next_obs, rewards, terminations, truncations, infos = self.vec_env.wait_for_results()
+            self._steps += 1
+            final_next = np.where(infos["_final_obs"][:, None, None, None], infos["final_obs"], next_obs)
+            self.replay.add(*self.n_step.push(self.obs, self.infos["tile_index"], actions, rewards, final_next,
+                                              terminations))
+            self.obs, self.infos = next_obs, infos
+            self.total_experiences += len(actions)
+            if len(self.replay) >= self.learning_starts:
+                self.update_credit += len(actions) / train_frequency
+        seconds = time.perf_counter() - start
+        self._seconds += seconds
+        experiences = num_steps * self.vec_env.num_envs
+        return {"experiences": experiences, "updates": len(losses),
+                "loss": float(np.mean(losses)) if losses else float("nan"),
+                "epsilon": self.agent.epsilon(self.total_experiences), "seconds": seconds,
+                "experiences_per_second": experiences / seconds}
+
+    def get_performance_stats(self) -> dict:
+        """Throughput since the collector started, learning included: experiences/s and mean seconds per
+        vector step (acting, stepping and the learner updates run meanwhile)."""
+        seconds = max(self._seconds, 1e-9)
+        return {"experiences_per_second": self.total_experiences / seconds if self._steps else 0.0,
+                "average_step_time": self._seconds / self._steps if self._steps else 0.0,
+                "total_experiences": self.total_experiences, "total_updates": self.total_updates}
+
+    def state_dict(self) -> dict:
+        """Counters and every environment's mid-episode state, for checkpoints."""
+        return {"total_experiences": self.total_experiences, "total_updates": self.total_updates,
+                "update_credit": self.update_credit, "env_states": self.vec_env.get_env_states(),
+                "n_step": self.n_step.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.total_experiences = int(state["total_experiences"])
+        self.total_updates = int(state["total_updates"])
+        self.update_credit = float(state["update_credit"])
+        if "n_step" in state:
+            self.n_step.load_state_dict(state["n_step"])
+        self.obs, self.infos = self.vec_env.set_env_states(state["env_states"])
+
+
+def seed_everything(seed: int, deterministic: bool = True) -> None:
+    """Seed Python, numpy and torch. ``deterministic`` turns off oneDNN convolutions: their rounding
+    depends on what the process ran before, so a resumed run would drift from an uninterrupted one."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.backends.mkldnn.enabled = not deterministic
+
+
+class ParallelFuelBreakTrainer:
+    """Trains a DQN agent on ``cfg.parallel.num_envs`` environments of ``cfg.parallel.backend``.
+
+    ``tracker`` (a firebreak_exp.commands.tracking.Tracker with a started run) receives metrics and artifacts;
+    checkpoints go to ``<run_dir>/checkpoints``. With ``resume=True`` training continues from the
+    newest readable checkpoint there, and metric steps already in the run are not logged again.
+    """
+
+    def __init__(self, cfg, run_dir: os.PathLike = ".", tracker=None, resume: bool = False):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.checkpoint_dir = self.run_dir / "checkpoints"
+        self.tracker = tracker
+        self.resume = resume
+        self.logged_until = -1  # metric steps up to this one are already in the MLflow run
+
+    def _log(self, metrics: dict, step: int) -> None:
+        if self.tracker is not None and step > self.logged_until:
+            self.tracker.log_metrics(metrics, step)
+
+    def train(self) -> dict:
+        """Run the loop until ``trainer.episodes`` episodes are finished; returns a summary."""
+        cfg, trainer = self.cfg, self.cfg.trainer
+        seed_everything(int(cfg.seed), trainer.deterministic)
+        with make_vector_env(cfg) as vec_env:
+            obs_shape = vec_env.single_observation_space.shape
+            agent = DQNAgent(obs_shape, seed=int(cfg.seed), **cfg.agent)
+            replay = ReplayBuffer(cfg.agent.buffer_size, obs_shape, seed=int(cfg.seed))
+            collector = ParallelExperienceCollector(vec_env, agent, replay, cfg.agent.batch_size,
+                                                    trainer.learning_starts, seed=int(cfg.seed))
+            loop = {"episodes": 0, "best_return": -np.inf, "next_checkpoint": trainer.checkpoint_frequency,
+                    "history": {"episode": [], "return": [], "burned_area_reduction": [], "loss_step": [], "loss": []}}
+            if self.resume:
+                loop = self._restore(agent, replay, collector)
+            elif trainer.expert_memories > 0:
+                self._pretrain(agent, replay)
+            history = loop["history"]
+            progress = _progress_bar(trainer.episodes, trainer.progress, initial=loop["episodes"])
+            while loop["episodes"] < trainer.episodes:
+                stats = collector.collect_experiences(trainer.steps_per_collection, trainer.train_frequency)
+                episodes = vec_env.get_episode_stats()
+                finished = len(episodes["return"])
+                step = collector.total_experiences
+                metrics = {"epsilon": stats["epsilon"], "updates": collector.total_updates,
+                           "perf/experiences_per_second": stats["experiences_per_second"]}
+                if stats["updates"]:
+                    metrics["loss"] = stats["loss"]
+                    history["loss_step"].append(step)
+                    history["loss"].append(stats["loss"])
+                if finished:
+                    metrics["return"] = float(np.mean(episodes["return"]))
+                    metrics["burned_area_reduction"] = float(np.mean(episodes["burned_area_reduction"]))
+                    metrics["relative_reduction"] = float(np.mean(episodes["relative_reduction"]))
+                    for key in ("return", "burned_area_reduction"):
+                        history[key].extend(episodes[key])
+                    history["episode"].extend(range(loop["episodes"] + 1, loop["episodes"] + 1 + finished))
+                loop["episodes"] += finished
+                metrics["episodes"] = loop["episodes"]
+                self._log(metrics, step)
+                progress.update(finished)
+                progress.set_postfix(exp_s=f"{stats['experiences_per_second']:.1f}", eps=f"{stats['epsilon']:.2f}")
+                if loop["episodes"] >= loop["next_checkpoint"]:
+                    self._periodic_checkpoint(loop, agent, replay, collector)
+            progress.close()
+            final_state = self._state(loop, agent, replay, collector)
+            save_checkpoint(final_state, self.checkpoint_dir / "last.pt")
+            if not (self.checkpoint_dir / "best.pt").exists():
+                save_checkpoint(final_state, self.checkpoint_dir / "best.pt")
+            performance = collector.get_performance_stats()
+        return self._finish(agent, collector, loop, performance)
+
+    def _pretrain(self, agent, replay) -> None:
+        """Pre-fill the buffer with expert transitions and run ``pretrain_steps`` updates on them."""
+        memories = load_or_generate_expert_memories(self.cfg)
+        fill_replay(replay, memories, n_step=agent.n_step, gamma=agent.gamma)
+        losses = [agent.update(replay.sample(self.cfg.agent.batch_size, agent.device))
+                  for _ in range(self.cfg.trainer.pretrain_steps)]
+        self._log({**memory_stats(memories), **({"pretrain_loss": float(np.mean(losses[-50:]))} if losses else {})}, 0)
+        log.info("pre-trained on %d expert transitions with %d updates", len(replay), len(losses))
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def _state(self, loop, agent, replay, collector) -> dict:
+        return {"agent": agent.state_dict(), "replay": replay.state_dict(), "collector": collector.state_dict(),
+                "loop": loop, "counters": {"episodes": loop["episodes"], "experiences": collector.total_experiences,
+                                           "updates": collector.total_updates},
+                "rng": {"numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+                        "python": random.getstate(), "replay": replay.rng.bit_generator.state},
+                "network": network_shape(agent)}
+
+    def _periodic_checkpoint(self, loop, agent, replay, collector) -> None:
+        """Every ``checkpoint_frequency`` episodes: ``episode_N.pt``, ``last.pt``, and ``best.pt`` if better."""
+        loop["next_checkpoint"] += self.cfg.trainer.checkpoint_frequency
+        recent = float(np.mean(loop["history"]["return"][-20:])) if loop["history"]["return"] else -np.inf
+        improved = recent > loop["best_return"]
+        if improved:
+            loop["best_return"] = recent
+        state = self._state(loop, agent, replay, collector)
+        save_checkpoint(state, self.checkpoint_dir / f"episode_{loop['episodes']:06d}.pt")
+        if improved:
+            save_checkpoint(state, self.checkpoint_dir / "best.pt")
+        save_checkpoint(state, self.checkpoint_dir / "last.pt")
+
+    def _restore(self, agent, replay, collector) -> dict:
+        """Load the newest readable checkpoint; a truncated one is reported and the previous one used."""
+        candidates = [self.checkpoint_dir / "last.pt"] + sorted(self.checkpoint_dir.glob("episode_*.pt"), reverse=True)
+        for path in candidates:
+            try:
+                state = load_checkpoint(path)
+                break
+            except CheckpointError as error:
+                log.warning("skipping checkpoint: %s", error)
+        else:
+            raise CheckpointError(f"no readable checkpoint in {self.checkpoint_dir} to resume from")
+        check_network_shape(state, agent, path)
+        agent.load_state_dict(state["agent"])
+        replay.load_state_dict(state["replay"])
+        replay.rng.bit_generator.state = state["rng"]["replay"]
+        numpy_state = state["rng"]["numpy"]
+        np.random.set_state((numpy_state[0], np.asarray(numpy_state[1]), *numpy_state[2:]))
+        torch.set_rng_state(state["rng"]["torch"])
+        random.setstate(_as_tuples(state["rng"]["python"]))
+        collector.load_state_dict(state["collector"])
+        if self.tracker is not None:
+            self.logged_until = self.tracker.last_metric_step("episodes")
+        log.info("resumed from %s at episode %d (%d experiences)", path, state["loop"]["episodes"],
+                 collector.total_experiences)
+        loop = state["loop"]
+        loop["best_return"] = float(loop["best_return"])
+        return loop
+
+    # -- end of training -----------------------------------------------------------------------
+    def _finish(self, agent, collector, loop, performance) -> dict:
+        history = loop["history"]
+        evaluation = evaluate_policy(self.cfg, agent, episodes=self.cfg.trainer.eval_episodes)
+        summary = {"episodes": loop["episodes"], "experiences": collector.total_experiences,
+                   "updates": collector.total_updates,
+                   "final_return": float(np.mean(history["return"][-20:])) if history["return"] else 0.0,
+                   "perf/experiences_per_second": performance["experiences_per_second"],
+                   **{("perf/heldout/" if "seconds" in k else "heldout/") + k: v
+                      for k, v in evaluation["summary"].items()}}
+        self._log({k: v for k, v in summary.items() if k != "episodes"}, collector.total_experiences + 1)
+        plots = self.run_dir / "plots"
+        plot_training_curves(history, plots / "training_curves.png")
+        plot_fuel_breaks(evaluation["example"], plots / "fuel_breaks.png")
+        if self.tracker is not None:
+            self.tracker.log_artifact(plots, "plots")
+            self.tracker.log_artifact(self.checkpoint_dir, "checkpoints")
+        log.info("trained %d episodes, %d experiences, held-out reduction %.4f", loop["episodes"],
+                 collector.total_experiences, evaluation["summary"]["burned_area_reduction"])
+        return summary
+
+
+class IterativeFuelBreakTrainer(ParallelFuelBreakTrainer):
+    """The same trainer on the sequential backend with one environment."""
+
+    def __init__(self, cfg, run_dir: os.PathLike = ".", tracker=None, resume: bool = False):
+        from omegaconf import OmegaConf
+        cfg = OmegaConf.merge(cfg, {"parallel": {"backend": "sequential", "num_envs": 1, "max_workers": 1}})
+        super().__init__(cfg, run_dir, tracker, resume)
+
+
+def network_shape(agent: DQNAgent) -> dict:
+    """What a checkpoint's Q-network weights must fit: input channels, width, depth."""
+    network = agent.q_network
+    return {"in_channels": network.in_channels, "channels": network.channels, "num_layers": network.num_layers}
+
+
+def check_network_shape(state: dict, agent: DQNAgent, path: os.PathLike) -> None:
+    """CheckpointError if the checkpoint's Q-network differs in shape from ``agent``'s."""
+    expected = network_shape(agent)
+    found = {k: int(v) for k, v in state["network"].items()}
+    if found != expected:
+        raise CheckpointError(f"checkpoint {path} holds a Q-network {found}, but the config builds {expected}")
+
+
+def _as_tuples(value):
+    """Lists back to tuples (Python's random state is nested tuples)."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _progress_bar(total: int, enabled: bool, initial: int = 0):
+    from tqdm.auto import tqdm
+    return tqdm(total=total, initial=initial, unit="episode", desc="training",
+                disable=not (enabled and sys.stderr.isatty()))
