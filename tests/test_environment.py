@@ -1,4 +1,4 @@
-"""FuelBreakEnv and VectorizedFireEnv on real generated GeoTIFFs and real pyretechnics simulations."""
+"""FuelBreakEnv on real generated GeoTIFFs and real pyretechnics simulations."""
 import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env

@@ -111,13 +111,13 @@ def test_learner_timing_tops_up_a_replay_no_episode_filled(make_cfg):
 def test_fire_counts_agree_across_backends_with_several_environments_per_worker(make_cfg, simulator):
     """The fires burned for each process's environments, wherever they burned: 3 environments on 2 workers
     (one holds 2) count in all what the sequential backend counts for the same actions."""
-    from firebreak_exp.benchmark import counting_vector_env_class
+    from firebreak_exp.commands.benchmark_measure import CountingVectorEnv
     from firebreak_exp.factory import build_landscapes, env_kwargs
     cfg = make_cfg(f"simulator={simulator}")
     tiles, kwargs = build_landscapes(cfg).train[:2], env_kwargs(cfg)
     counts = {}
     for backend in ("sequential", "process"):
-        with counting_vector_env_class()(tiles, 3, method=backend, max_workers=2, env_kwargs=kwargs) as vec_env:
+        with CountingVectorEnv(tiles, 3, method=backend, max_workers=2, env_kwargs=kwargs) as vec_env:
             _, infos = vec_env.reset(seed=0)
             for step in range(5):
                 actions = [int(np.flatnonzero(mask)[step]) for mask in infos["action_mask"]]

@@ -1,5 +1,5 @@
 """`python -m firebreak_exp.evaluate` end to end in subprocesses, on a real smoke training run's checkpoints,
-a real SQLite MLflow store and real simulations; and the trainer's end-of-run evaluate_policy."""
+a real SQLite MLflow store and real simulations."""
 import json
 import subprocess
 import sys
