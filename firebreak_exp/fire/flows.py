@@ -28,8 +28,8 @@ def fire_flows(arrival: np.ndarray, graph: Optional[SpreadGraph] = None) -> np.n
 
     Either count is what a break there saves if the fire finds no other way round (an upper bound when it
     does); they err in different places (the king tree ignores knight moves, the path tree follows the
-    fastest paths only), and a cell both trees rank high carries the fire on most routes. Breaking at the averaged count's maximum saved more
-    than either alone, on the training and on the held-out tiles of both default landscapes (docs/tuning.md).
+    fastest paths only), and a cell both trees rank high carries the fire on most routes, so breaking at
+    the averaged count's maximum saves more than either alone.
     """
     flows = _tree_flows(arrival, graph)
     return flows[0] if graph is None else 0.5 * (flows[0] + flows[1])
