@@ -65,7 +65,7 @@ from firebreak_exp.commands.benchmark_report import benchmark_metrics, format_ta
 from firebreak_exp.commands.cli import CONF_DIR, run_job
 from firebreak_exp.commands.tracking import config_params, tracked_run
 from firebreak_exp.config import Config, check_values, register_configs
-from firebreak_exp.vector.backend import resolve_backend
+from firebreak_exp.vector.backend import BACKENDS, resolve_backend
 from firebreak_exp.vector.env import VectorizedFireEnv
 
 log = logging.getLogger("firebreak_exp")
@@ -107,10 +107,10 @@ class FidelitySettings:
 
 @dataclass
 class BenchmarkSettings:
-    backends: List[str] = field(default_factory=lambda: ["sequential", "thread", "process"])
+    backends: List[str] = field(default_factory=lambda: ["sequential", "thread", "process", "joblib"])
     num_envs: List[int] = field(default_factory=lambda: [1, 2, 4, 8])
     simulators: List[str] = field(default_factory=lambda: ["pyretechnics", "travel_time"])
-    max_workers: Optional[int] = None    # workers of the thread/process backends; None = min(num_envs, cores)
+    max_workers: Optional[int] = None    # workers of the thread/process/joblib backends; None = min(num_envs, cores)
     oversubscribe: bool = True           # process backend: also one worker per environment when num_envs > cores
     max_tiles: Optional[int] = 4         # training tiles the environments draw from (spread evenly); None = all
     warmup_steps: int = 0                # untimed vector steps before the repeats
@@ -153,7 +153,7 @@ def validate_benchmark(cfg: Any) -> DictConfig:
     check_values(merged)
     bench = merged.benchmark
     if not bench.backends:
-        raise ValueError("benchmark.backends is empty: name at least one of sequential, thread, process")
+        raise ValueError(f"benchmark.backends is empty: name at least one of {', '.join(BACKENDS)}")
     for backend in bench.backends:
         try:
             resolve_backend(backend)

@@ -516,9 +516,10 @@ def add_speedups(results: List[dict], cores: int) -> None:
 
 
 def _best(rows: Sequence[dict], tolerance: float) -> dict:
-    """Most experiences/s; within ``tolerance`` of it, fewer environments, then sequential < thread < process."""
+    """Most experiences/s; within ``tolerance`` of it, fewer environments, then sequential < thread < process <
+    joblib."""
     top = max(r["experiences_per_s"] for r in rows)
-    order = {"sequential": 0, "thread": 1, "process": 2, "dask": 3}
+    order = {"sequential": 0, "thread": 1, "process": 2, "joblib": 3, "dask": 4}
     close = [r for r in rows if r["experiences_per_s"] >= (1.0 - tolerance) * top]
     return min(close, key=lambda r: (r["num_envs"], order.get(r["backend"], 9), r["max_workers"]))
 

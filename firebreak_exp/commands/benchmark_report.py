@@ -75,6 +75,22 @@ def format_table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def joblib_notes(results: List[dict]) -> List[str]:
+    """Per simulator and num_envs >= 2: the joblib backend's experiences/s over the process backend's with as
+    many workers (the process backend's workers also burn each other's fires)."""
+    notes = []
+    process = {(r["simulator"], r["num_envs"], r["max_workers"]): r for r in results if r["backend"] == "process"}
+    for row in results:
+        other = process.get((row["simulator"], row["num_envs"], row["max_workers"]))
+        if row["backend"] != "joblib" or row["num_envs"] < 2 or other is None or other["experiences_per_s"] <= 0:
+            continue
+        speedup = row["speedup_vs_sequential"]
+        notes.append(f"joblib backend, {row['simulator']}, num_envs={row['num_envs']}, {row['max_workers']} workers: "
+                     f"{row['experiences_per_s'] / other['experiences_per_s']:.2f}x the process backend's "
+                     f"experiences/s" + (f" ({speedup:.2f}x sequential)" if speedup is not None else "") + ".")
+    return notes
+
+
 def notes_for(results: List[dict], cores: int) -> List[str]:
     """Plain statements about what the numbers mean on this machine (GIL, the process target)."""
     notes = []
@@ -102,6 +118,7 @@ def notes_for(results: List[dict], cores: int) -> List[str]:
                          f"sequential at num_envs={best['num_envs']} with {best['max_workers']} workers (target >= "
                          f"{target:.1f}x at num_envs >= 2, limit {min(cores, max(r['num_envs'] for r in process))}x "
                          f"on {cores} cores){why}.")
+    notes += joblib_notes(results)
     shares = [r["env_cpu_share"] for r in results if r["backend"] == "process" and r["num_envs"] >= 2
               and r["max_workers"] <= cores and r.get("env_cpu_share") is not None]
     if shares and statistics.median(shares) < 0.85:
@@ -156,10 +173,11 @@ def plot_speedup(report: dict, path: Path) -> Path:
 
 
 def benchmark_metrics(report: dict) -> dict:
-    """Flat MLflow metrics: per result row, the learner, end to end, fidelity and the recommendation."""
+    """Flat MLflow metrics: per result row (named simulator/backend/n<num_envs>/w<max_workers>), the learner,
+    end to end, fidelity and the recommendation."""
     metrics = {}
     for r in report["results"]:
-        prefix = f"{r['simulator']}/{r['backend']}/n{r['num_envs']}"
+        prefix = f"{r['simulator']}/{r['backend']}/n{r['num_envs']}/w{r['max_workers']}"
         for key in ("sims_per_s", "experiences_per_s", "speedup_vs_sequential", "efficiency", "spread"):
             if r.get(key) is not None:
                 metrics[f"{prefix}/{key}"] = r[key]

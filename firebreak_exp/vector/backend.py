@@ -19,9 +19,10 @@ BACKENDS = {
     "sequential": "firebreak_exp.vector.sequential:SequentialBackend",
     "thread": "firebreak_exp.vector.thread:ThreadBackend",
     "process": "firebreak_exp.vector.process:ProcessBackend",
+    "joblib": "firebreak_exp.vector.joblib_loky:JoblibBackend",
     "dask": "firebreak_exp.vector.dask_cluster:DaskBackend",
 }
-BACKEND_ALIASES = {"threading": "thread", "multiprocessing": "process", "loky": "process"}
+BACKEND_ALIASES = {"threading": "thread", "multiprocessing": "process", "loky": "joblib"}
 #: Seconds between checks that the workers a backend waits on are alive.
 WORKER_POLL_SECONDS = 0.5
 

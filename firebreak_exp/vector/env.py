@@ -5,6 +5,8 @@
 - ``thread`` (:mod:`~firebreak_exp.vector.thread`): a persistent thread pool.
 - ``process`` (:mod:`~firebreak_exp.vector.process`): persistent worker processes, optionally burning each
   other's fires.
+- ``joblib`` (:mod:`~firebreak_exp.vector.joblib_loky`): joblib's loky worker processes, persistent across
+  steps.
 - ``dask`` (:mod:`~firebreak_exp.vector.dask_cluster`): one Dask actor per worker of a Dask cluster.
 
 A worker that dies (killed, out of memory) raises ``WorkerDiedError``; the vector env is then unusable
@@ -30,7 +32,7 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
     """``num_envs`` fuel-break environments over ``landscapes``, stepped by one backend (``runner``).
 
     Override ``create_environment(index)`` to vectorize a custom environment; it
-    runs inside the worker for the process and dask backends, so the subclass must be
+    runs inside the worker for the process, joblib and dask backends, so the subclass must be
     importable there. ``address`` (dask backend only) is a running Dask scheduler,
     e.g. ``tcp://10.0.0.5:8786``; without it a LocalCluster of ``max_workers``
     single-threaded worker processes starts on 127.0.0.1. ``share_fires`` (process backend only): the

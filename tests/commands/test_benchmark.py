@@ -137,11 +137,33 @@ def test_plot_and_one_finished_mlflow_run_with_the_artifacts(quick):
     assert run.info.status == "FINISHED" and run.data.tags["run_kind"] == "benchmark"
     assert run.data.params["benchmark.num_envs"] == "[1, 2]" and run.data.params["parallel.backend"] == "sequential"
     assert run.data.metrics["learner/updates_per_s"] > 0
-    assert run.data.metrics["travel_time/process/n2/sims_per_s"] > 0
+    assert run.data.metrics["travel_time/process/n2/w2/sims_per_s"] > 0
     assert "fidelity/12/plan_spearman" in run.data.metrics
     files = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"benchmark.json", "speedup.png", "recommended.json", ".hydra"} <= files
     assert ".hydra/config.yaml" in {item.path for item in client.list_artifacts(run.info.run_id, ".hydra")}
+
+
+def test_benchmark_metric_names_are_unique_per_row():
+    """Oversubscribed process rows (same simulator, backend and num_envs, more workers) keep their own
+    metrics, and the joblib row is compared with the process row of as many workers."""
+    from firebreak_exp.commands.benchmark_report import benchmark_metrics, joblib_notes
+
+    def row(backend, workers, rate):
+        return {"simulator": "travel_time", "backend": backend, "num_envs": 4, "max_workers": workers,
+                "sims_per_s": rate, "experiences_per_s": rate * 10, "speedup_vs_sequential": rate / 2,
+                "efficiency": rate / 4, "spread": 0.1}
+
+    rows = [row("sequential", 1, 2.0), row("process", 2, 3.0), row("process", 4, 3.5), row("joblib", 2, 2.7)]
+    report = {"results": rows, "learner": {"updates_per_s": 50.0, "updates_per_s_by_setting": {}},
+              "recommended": {"num_envs": 4, "max_workers": 2}}
+    metrics = benchmark_metrics(report)
+    assert metrics["travel_time/process/n4/w2/sims_per_s"] == 3.0
+    assert metrics["travel_time/process/n4/w4/sims_per_s"] == 3.5
+    assert metrics["travel_time/joblib/n4/w2/experiences_per_s"] == 27.0
+    assert len([k for k in metrics if k.startswith("travel_time/")]) == 5 * len(rows)
+    (note,) = joblib_notes(rows)
+    assert "num_envs=4, 2 workers: 0.90x the process backend's experiences/s (1.35x sequential)" in note
 
 
 @pytest.mark.slow

@@ -8,10 +8,10 @@ from firebreak_exp import make_vector_env
 
 @pytest.mark.slow
 def test_backends_give_identical_transitions(make_cfg):
-    """Sequential, thread and process backends: same seed and actions, bit-identical transitions."""
+    """Sequential, thread, process and joblib backends: same seed and actions, bit-identical transitions."""
     cfg = make_cfg("parallel.num_envs=3", "simulator=pyretechnics")
     traces = {}
-    for method in ("sequential", "threading", "process"):
+    for method in ("sequential", "threading", "process", "joblib"):
         with make_vector_env(cfg, method=method, max_workers=2) as vec_env:
             traces[method] = rollout(vec_env, seed=11, steps=12)
     reference, reference_stats = traces["sequential"]
