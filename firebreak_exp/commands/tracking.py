@@ -13,7 +13,7 @@ import os
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, List, Mapping, Optional, Sequence
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
@@ -22,7 +22,12 @@ from omegaconf import DictConfig, OmegaConf
 from firebreak_exp.commands.errors import exit_with_error
 
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
+#: In a multirun's sweep folder: the keys its overrides sweep over, one a line (run names show their values).
+SWEEP_KEYS_FILE = ".sweep_keys"
 MAX_PARAM_LENGTH = 6000
+MAX_RUN_NAME_LENGTH = 250
+#: MLflow 3 opens an experiment on its runs table (not the GenAI overview) when it has this kind.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 PROBE_TIMEOUT_SECONDS = 5.0
 
 
@@ -96,14 +101,16 @@ class Tracker:
         if found is None:
             location = artifact_location or default_artifact_location(uri)
             try:
-                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
+                self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
+                                                                   tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
             except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
                 found = self.client.get_experiment_by_name(experiment)
                 if found is None:
                     raise
-                self.experiment_id = found.experiment_id
-        else:
+        if found is not None:
             self.experiment_id = found.experiment_id
+            if EXPERIMENT_KIND_TAG not in found.tags:   # an experiment created without it
+                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         self.run_id: Optional[str] = None
 
     def start(self, run_name: str, tags: Mapping[str, str], run_id: Optional[str] = None) -> str:
@@ -167,11 +174,36 @@ def job_tags(extra: Optional[Mapping[str, str]] = None) -> dict:
     return tags
 
 
+def _parsed(overrides: Sequence[str]) -> list:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    return OverridesParser.create().parse_overrides(list(overrides))
+
+
+def override_keys(overrides: Sequence[str]) -> List[str]:
+    """The key of each command-line override (``seed=0,1`` -> ``seed``, ``+a.b=1`` -> ``+a.b``)."""
+    return [o.get_key_element() for o in _parsed(overrides)]
+
+
+def sweep_keys(overrides: Sequence[str]) -> List[str]:
+    """The keys that a multirun's ``overrides`` sweep over (``seed=0,1 experiment=smoke`` -> ``seed``)."""
+    return [o.get_key_element() for o in _parsed(overrides) if o.is_sweep_override()]
+
+
 def run_name(prefix: str) -> str:
-    """``prefix`` plus the job number in a multirun, e.g. 'train-3'."""
-    if HydraConfig.initialized() and HydraConfig.get().mode.name == "MULTIRUN":
-        return f"{prefix}-{HydraConfig.get().job.num}"
-    return prefix
+    """What differs in this job: in a multirun its values of the swept keys (``parallel.num_envs=4``), else
+    its overrides (``experiment=smoke``) but ``tracking.*`` (where the run is logged); ``prefix`` (with the
+    job number in a multirun) when none."""
+    if not HydraConfig.initialized():
+        return prefix
+    hydra_cfg = HydraConfig.get()
+    keyed = [(o, key) for o, key in zip(hydra_cfg.overrides.task, override_keys(hydra_cfg.overrides.task))
+             if not key.lstrip("+~").startswith("tracking")]
+    if hydra_cfg.mode.name == "MULTIRUN":
+        prefix = f"{prefix}-{hydra_cfg.job.num}"
+        keys_file = Path(hydra_cfg.sweep.dir) / SWEEP_KEYS_FILE
+        swept = set(keys_file.read_text().split()) if keys_file.exists() else set()
+        keyed = [(o, key) for o, key in keyed if key in swept] or keyed
+    return " ".join(o for o, _ in keyed)[:MAX_RUN_NAME_LENGTH] or prefix
 
 
 @contextmanager
@@ -192,7 +224,8 @@ def tracked_run(tracking: DictConfig, name: str, tags: Mapping[str, str],
 class MultirunParentCallback(Callback):
     """Create the MLflow store, the experiment and one parent run before a multirun's jobs start; close it at the end.
 
-    Jobs find the parent's id in ``<sweep dir>/.mlflow_parent_run_id`` and tag themselves as its children,
+    Jobs find the parent's id in ``<sweep dir>/.mlflow_parent_run_id`` and tag themselves as its children
+    (named after their values of the swept keys, listed in ``<sweep dir>/.sweep_keys``),
     so parallel launchers (joblib, submitit) never race to create the SQLite store or the experiment.
     A sweep that dies before its end (a failed job, Ctrl-C) leaves its parent FAILED, not RUNNING.
     The callback travels to the launchers' job processes by pickle, without its live MLflow client.
@@ -210,6 +243,7 @@ class MultirunParentCallback(Callback):
         tracker.start("sweep", {"sweep_id": str(sweep_dir.resolve()), "overrides": overrides,
                                 "git_commit": git_commit(), "run_kind": "sweep"})
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SWEEP_KEYS_FILE).write_text("\n".join(sweep_keys(config.hydra.overrides.task)))
         (sweep_dir / PARENT_RUN_FILE).write_text(tracker.run_id)
         self._tracker = tracker
         atexit.register(self._finish, "FAILED")

@@ -49,6 +49,11 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def replay_file(path: Path) -> Path:
+    """The replay buffer file beside checkpoint ``path`` (``<name>.replay.npz``)."""
+    return path.with_name(path.stem + REPLAY_SUFFIX)
+
+
 def save_checkpoint(state: dict, path: os.PathLike) -> Path:
     """Write ``state`` (agent, replay, rng, counters, network) to ``path`` and its replay beside it."""
     path = Path(path)
@@ -59,7 +64,7 @@ def save_checkpoint(state: dict, path: os.PathLike) -> Path:
     breaks = replay.pop("fuel_breaks")
     replay["fuel_breaks_packed"] = np.packbits(breaks[:size], axis=-1)
     replay["fuel_breaks_shape"] = np.array(breaks.shape)
-    replay_path = path.with_name(path.stem + REPLAY_SUFFIX)
+    replay_path = replay_file(path)
     _atomic_write(replay_path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **replay))
     payload = {k: v for k, v in state.items() if k != "replay"}
     payload["replay_path"] = replay_path.name

@@ -13,7 +13,7 @@ import torch
 from firebreak_exp.factory import make_vector_env
 from firebreak_exp.planning.evaluation import evaluate_policy
 from firebreak_exp.plots import plot_fuel_breaks, plot_training_curves
-from firebreak_exp.rl.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from firebreak_exp.rl.checkpoint import CheckpointError, load_checkpoint, replay_file, save_checkpoint
 from firebreak_exp.rl.dqn import DQNAgent
 from firebreak_exp.rl.memories import fill_replay, load_or_generate_expert_memories, memory_stats
 from firebreak_exp.rl.replay import NStepReturns, ReplayBuffer
@@ -107,7 +107,7 @@ class ParallelFuelBreakTrainer:
     """Trains a DQN agent on ``cfg.parallel.num_envs`` environments of ``cfg.parallel.backend``.
 
     ``tracker`` (a firebreak_exp.commands.tracking.Tracker with a started run) receives metrics and artifacts;
-    checkpoints go to ``<run_dir>/checkpoints``. With ``resume=True`` training continues from the
+    checkpoints go to ``<run_dir>/checkpoints`` and to the run's ``checkpoints/`` artifacts as they are written. With ``resume=True`` training continues from the
     newest readable checkpoint there, and metric steps already in the run are not logged again.
     """
 
@@ -168,9 +168,9 @@ class ParallelFuelBreakTrainer:
                     self._periodic_checkpoint(loop, agent, replay, collector)
             progress.close()
             final_state = self._state(loop, agent, replay, collector)
-            save_checkpoint(final_state, self.checkpoint_dir / "last.pt")
+            self._save(final_state, "last.pt")
             if not (self.checkpoint_dir / "best.pt").exists():
-                save_checkpoint(final_state, self.checkpoint_dir / "best.pt")
+                self._save(final_state, "best.pt")
             performance = collector.get_performance_stats()
         return self._finish(agent, collector, loop, performance)
 
@@ -200,10 +200,18 @@ class ParallelFuelBreakTrainer:
         if improved:
             loop["best_return"] = recent
         state = self._state(loop, agent, replay, collector)
-        save_checkpoint(state, self.checkpoint_dir / f"episode_{loop['episodes']:06d}.pt")
+        self._save(state, f"episode_{loop['episodes']:06d}.pt")
         if improved:
-            save_checkpoint(state, self.checkpoint_dir / "best.pt")
-        save_checkpoint(state, self.checkpoint_dir / "last.pt")
+            self._save(state, "best.pt")
+        self._save(state, "last.pt")
+
+    def _save(self, state: dict, name: str) -> None:
+        """Write checkpoint ``name`` and log it with its replay buffer to the MLflow run at once (artifacts
+        ``checkpoints/``), so that a run killed later has its checkpoints in MLflow."""
+        path = save_checkpoint(state, self.checkpoint_dir / name)
+        if self.tracker is not None:
+            for file in (replay_file(path), path):   # the replay first: a checkpoint in MLflow has its replay
+                self.tracker.log_artifact(file, "checkpoints")
 
     def _restore(self, agent, replay, collector) -> dict:
         """Load the newest readable checkpoint; a truncated one is reported and the previous one used."""
@@ -249,7 +257,6 @@ class ParallelFuelBreakTrainer:
         plot_fuel_breaks(evaluation["example"], plots / "fuel_breaks.png")
         if self.tracker is not None:
             self.tracker.log_artifact(plots, "plots")
-            self.tracker.log_artifact(self.checkpoint_dir, "checkpoints")
         log.info("trained %d episodes, %d experiences, held-out reduction %.4f", loop["episodes"],
                  collector.total_experiences, evaluation["summary"]["burned_area_reduction"])
         return summary

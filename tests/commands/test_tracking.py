@@ -38,7 +38,20 @@ def test_parallel_launcher_sweep_is_one_parent_with_four_finished_children(tmp_p
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     assert all(r.info.status == "FINISHED" for r in runs), [(r.info.run_name, r.info.status) for r in runs]
     assert sorted(c.data.params["seed"] for c in children) == ["0", "1", "2", "3"]
-    assert sorted(c.info.run_name for c in children) == ["train-0", "train-1", "train-2", "train-3"]
+    assert sorted(c.info.run_name for c in children) == ["seed=0", "seed=1", "seed=2", "seed=3"]  # what differs
+
+
+def test_experiments_open_on_the_runs_table(tmp_path):
+    """MLflow 3 shows an experiment's runs table (not the GenAI overview) for this experiment kind: set on a
+    new experiment, and added to an existing one that lacks it."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri)
+    Tracker(uri, "fresh")
+    old_id = client.create_experiment("old")
+    assert "mlflow.experimentKind" not in client.get_experiment(old_id).tags
+    Tracker(uri, "old")
+    for name in ("fresh", "old"):
+        assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
 
 
 def test_slurm_launcher_preset_extends_the_plugin_config():

@@ -1,6 +1,7 @@
 """End to end: `python -m firebreak_exp` in subprocesses against a real SQLite MLflow store."""
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,8 @@ def test_mlflow_run_holds_params_metrics_and_artifacts(smoke_run):
     assert params["parallel.num_envs"] == "1" and params["agent.gamma"] == "0.99"
     assert params["trainer.episodes"] == "12" and params["landscape.grid_size"] == "12"
     assert "experiment=smoke" in run.data.tags["overrides"]
+    # named after what differs: its overrides, but where it is logged
+    assert run.info.run_name == f"experiment=smoke landscape.cache_dir={smoke_run['work'] / 'landscapes'}"
     assert len(run.data.tags["git_commit"]) in (40, len("unknown"))
     for key in ("return", "burned_area_reduction", "loss", "epsilon", "perf/experiences_per_second",
                 "heldout/R", "heldout/burned_area_reduction"):
@@ -113,6 +116,7 @@ def test_multirun_is_one_parent_with_a_child_per_job(tmp_path, order):
     assert all(c.data.tags["mlflow.parentRunId"] == parents[0].info.run_id for c in children)
     assert all(r.info.status == "FINISHED" for r in runs)
     assert sorted(c.data.params["parallel.num_envs"] for c in children) == ["1", "2"]
+    assert sorted(c.info.run_name for c in children) == ["parallel.num_envs=1", "parallel.num_envs=2"]
 
 
 def test_wrong_key_or_type_fails_at_start_with_its_name(tmp_path):
@@ -124,3 +128,35 @@ def test_wrong_key_or_type_fails_at_start_with_its_name(tmp_path):
                                 cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert result.returncode != 0
         assert expected in result.stderr, (override, result.stderr[-2000:])
+
+
+@pytest.mark.slow
+def test_a_killed_runs_checkpoints_are_in_mlflow(tmp_path):
+    """Checkpoints reach MLflow as they are written: a run killed (SIGKILL) after its first periodic
+    checkpoint has that checkpoint and its replay buffer among its artifacts, readable."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "firebreak_exp", "experiment=smoke", "trainer.episodes=100000",
+                                "trainer.checkpoint_frequency=2", f"tracking.uri={uri}", f"hydra.run.dir={run_dir}",
+                                f"landscape.cache_dir={tmp_path / 'landscapes'}"], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(tracking_uri=uri)
+    logged = []
+    try:
+        deadline = time.monotonic() + 300
+        while not logged:
+            assert process.poll() is None, process.stderr.read()[-3000:]
+            assert time.monotonic() < deadline, "no periodic checkpoint in MLflow within 300 s"
+            time.sleep(0.5)
+            if (run_dir / ".mlflow_run_id").exists():
+                run_id = (run_dir / ".mlflow_run_id").read_text().strip()
+                logged = [f for f in _artifact_files(client, run_id, "checkpoints") if "episode_" in f]
+    finally:
+        process.kill()
+        process.wait()
+    episode = sorted(f for f in logged if f.endswith(".pt"))[0]
+    assert episode.replace(".pt", ".replay.npz") in _artifact_files(client, run_id, "checkpoints")
+    assert client.get_run(run_id).info.status == "RUNNING"   # killed: it never finished
+    downloaded = Path(client.download_artifacts(run_id, "checkpoints", str(tmp_path / "downloaded")))
+    state = load_checkpoint(downloaded / Path(episode).name)
+    assert state["counters"]["episodes"] >= 2 and int(state["replay"]["size"]) > 0
