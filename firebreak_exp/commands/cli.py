@@ -2,13 +2,13 @@
 a known runtime fault as one clear line (:mod:`~firebreak_exp.commands.errors`), with ``-m`` accepted
 anywhere among the overrides."""
 import sys
-from pathlib import Path
 from typing import Callable, Optional
 
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from firebreak_exp.commands.conf import CONF_DIR, register_help_resolver  # CONF_DIR: for the commands
 from firebreak_exp.commands.errors import JobError, exit_code, exit_with_error, log, message, runtime_faults
 from firebreak_exp.commands.tracking import TrackingUnavailableError
 from firebreak_exp.config import validate
@@ -16,8 +16,7 @@ from firebreak_exp.landscape import LandscapeError
 from firebreak_exp.vector.backend import ClusterUnavailableError, resolve_backend
 
 MULTIRUN_FLAGS = ("-m", "--multirun")
-#: The Hydra config folder of every command: ``conf/`` beside the package.
-CONF_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+register_help_resolver()
 
 
 def multirun_flag_first(argv: list) -> list:
