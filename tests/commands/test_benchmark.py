@@ -110,21 +110,23 @@ def test_learner_timing_tops_up_a_replay_no_episode_filled(make_cfg):
 @pytest.mark.parametrize("simulator", ["travel_time", "pyretechnics"])
 def test_fire_counts_agree_across_backends_with_several_environments_per_worker(make_cfg, simulator):
     """The fires burned for each process's environments, wherever they burned: 3 environments on 2 workers
-    (one holds 2) count in all what the sequential backend counts for the same actions."""
+    (one holds 2) count in all what the sequential backend counts for the same actions, on the process and
+    joblib backends."""
     from firebreak_exp.commands.benchmark_measure import CountingVectorEnv
     from firebreak_exp.factory import build_landscapes, env_kwargs
     cfg = make_cfg(f"simulator={simulator}")
     tiles, kwargs = build_landscapes(cfg).train[:2], env_kwargs(cfg)
     counts = {}
-    for backend in ("sequential", "process"):
+    for backend in ("sequential", "process", "joblib"):
         with CountingVectorEnv(tiles, 3, method=backend, max_workers=2, env_kwargs=kwargs) as vec_env:
             _, infos = vec_env.reset(seed=0)
             for step in range(5):
                 actions = [int(np.flatnonzero(mask)[step]) for mask in infos["action_mask"]]
                 _, _, _, _, infos = vec_env.step(actions)
             counts[backend] = vec_env.simulation_counts()
-    assert len(counts["process"]) == 2 and len(counts["sequential"]) == 1
+    assert len(counts["process"]) == len(counts["joblib"]) == 2 and len(counts["sequential"]) == 1
     assert sum(counts["process"]) == sum(counts["sequential"]) > 0
+    assert counts["joblib"] == counts["process"]   # the same split; joblib workers burn only their own fires
 
 
 def test_plot_and_one_finished_mlflow_run_with_the_artifacts(quick):
