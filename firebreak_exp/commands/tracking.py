@@ -197,7 +197,7 @@ def run_name(prefix: str) -> str:
         return prefix
     hydra_cfg = HydraConfig.get()
     keyed = [(o, key) for o, key in zip(hydra_cfg.overrides.task, override_keys(hydra_cfg.overrides.task))
-             if not key.lstrip("+~").startswith("tracking")]
+             if key.lstrip("+~").split(".")[0] != "tracking"]
     if hydra_cfg.mode.name == "MULTIRUN":
         prefix = f"{prefix}-{hydra_cfg.job.num}"
         keys_file = Path(hydra_cfg.sweep.dir) / SWEEP_KEYS_FILE
