@@ -105,14 +105,29 @@ class FuelBreakEnv(gym.Env):
         return self._observation(), self._info()
 
     def step(self, action):
-        action = int(action)
-        valid = bool(self._action_mask()[action])
-        if valid:
-            self.fuel_breaks.flat[action] = True
-        self.steps_taken += 1
+        return self._take([int(action)], evaluate=False)
+
+    def step_batch(self, actions):
+        """Take ``actions`` (cells) in turn as :meth:`step` does, then evaluate the fires once: one reward for
+        the batch (a whole landscape is planned in batches of breaks between fire updates). Returns what
+        :meth:`step` returns; ``info["invalid_action"]`` tells whether any of them was masked."""
+        return self._take([int(action) for action in actions], evaluate=True)
+
+    def _take(self, actions: list, evaluate: bool):
+        """Place the breaks of ``actions`` (masked ones place none but spend budget) and evaluate the fires when
+        ``evaluate``, at the end of the episode or at the evaluation interval."""
+        live = self.landscapes[self.tile_index].burnable.ravel()
+        breaks = self.fuel_breaks.ravel()
+        valid = True
+        for action in actions:
+            if live[action] and not breaks[action]:
+                breaks[action] = True
+            else:
+                valid = False
+        self.steps_taken += len(actions)
         terminated = self.steps_taken >= self.budget or not self._action_mask().any()
         reward = 0.0
-        evaluated = terminated or self.steps_taken % self.evaluation_interval == 0
+        evaluated = evaluate or terminated or self.steps_taken % self.evaluation_interval == 0
         if evaluated:
             previous = self.burned_fraction
             self._evaluate()

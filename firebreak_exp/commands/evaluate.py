@@ -187,21 +187,22 @@ def task_overrides() -> list:
     return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
-def training_config(cfg: DictConfig, archived: Optional[DictConfig], overrides: List[str]) -> DictConfig:
+def training_config(cfg: DictConfig, archived: Optional[DictConfig], overrides: List[str],
+                    own_keys: tuple = EVALUATION_KEYS) -> DictConfig:
     """The config the policy and baselines run under: the archived training config (or ``cfg``'s training
     part without one) with the command line's training groups and keys taken from ``cfg``; ``tracking``
-    always comes from ``cfg``. Validated against the training schema."""
+    always comes from ``cfg``; the command's ``own_keys`` are left out. Validated against the training schema."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     own = OmegaConf.to_container(cfg, resolve=False)
     base = own if archived is None else OmegaConf.to_container(archived, resolve=False)
-    base = {k: v for k, v in base.items() if k not in EVALUATION_KEYS and k != "hydra"}
+    base = {k: v for k, v in base.items() if k not in own_keys and k != "hydra"}
     base = OmegaConf.create(base)
     if archived is not None:
         for override in OverridesParser.create().parse_overrides(overrides=overrides):
             key = override.key_or_group
             head = key.split(".")[0]
-            if override.is_delete() or head in EVALUATION_KEYS or head in ("tracking", "hydra"):
+            if override.is_delete() or head in own_keys or head in ("tracking", "hydra"):
                 continue
             if head == "experiment":
                 log.warning("ignoring %s: the checkpoint's training config is the base of the evaluation",

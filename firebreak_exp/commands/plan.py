@@ -1,0 +1,306 @@
+"""``python -m firebreak_exp.plan``: plan fuel breaks on a whole landscape extract and write them for GIS.
+
+Examples::
+
+    python -m firebreak_exp.plan checkpoint=<checkpoint | run folder | MLflow run id> \\
+        landscape=landfire landscape.raster_dir=../shared/data/landfire/worcester_vt budget_percent=5
+    python -m firebreak_exp.plan method=flow landscape=landfire landscape.raster_dir=/data/lf
+    python -m firebreak_exp.plan method=[policy,flow,random,domirank] checkpoint=<run> ...
+
+``checkpoint`` resolves as in ``python -m firebreak_exp.evaluate`` (its training config is the base; the
+groups and keys on the command line override it). The whole raster (or ``window``) is one grid (see
+:mod:`firebreak_exp.planning.whole_landscape`); each method plans ``budget_percent`` % of its burnable cells (or
+``budget_hectares``) on ``num_ignitions`` planning fires with the ``planning_simulator``, and every plan is
+scored on the same ``scoring_ignitions`` fresh fires with the configured ``simulator``. The Hydra run folder
+receives fuel_breaks.tif, burn_probability_untreated.tif, burn_probability_treated.tif (the input's CRS,
+transform and nodata mask), fuel_breaks.geojson, plan.json and plan.png: in the folder itself for one method,
+in ``<method>/`` sub-folders and a ``comparison.json`` for several, which are one MLflow parent run
+(``run_kind=plan``) with a child run per method (:mod:`firebreak_exp.commands.plan_outputs` writes them).
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, List, Optional
+
+import hydra
+import numpy as np
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from firebreak_exp.commands.cli import CONF_DIR, run_job
+from firebreak_exp.commands.evaluate import DomiRankSettings
+from firebreak_exp.commands.tracking import Tracker, flatten, job_tags, tracked_run
+from firebreak_exp.config import Config, check_values, register_configs
+
+log = logging.getLogger("firebreak_exp")
+
+
+@dataclass
+class PlanGreedySettings:
+    exclude_ignitions: bool = True       # planning ignition cells are not candidates
+    max_candidates: Optional[int] = 256  # candidate cells simulated per batch (the most burned); None = all
+
+
+@dataclass
+class PlanConfig(Config):
+    """The composed configuration of ``python -m firebreak_exp.plan``: the training groups plus these."""
+    checkpoint: Optional[str] = None     # checkpoint file, training run folder or MLflow run id (method policy)
+    checkpoint_file: str = "best.pt"     # checkpoint of a run folder / run id (falls back to last.pt)
+    method: Any = "policy"               # policy, flow, greedy, domirank, random, or a list of them
+    budget_percent: float = 5.0          # breaks, % of the burnable cells, in (0, 100)
+    budget_hectares: Optional[float] = None  # breaks in ha instead (cell area: cell_size^2 / 10,000 ha)
+    num_ignitions: int = 128             # planning fires, drawn across the burnable cells
+    scoring_ignitions: int = 64          # fresh scoring fires, drawn from another stream
+    batch_percent: Optional[float] = None  # breaks placed between fire updates, % of burnable cells;
+                                           # null = env.percentage_increment
+    planning_simulator: Optional[str] = "travel_time"  # simulator of the planning fires; null = `simulator`
+    window: Optional[List[int]] = None   # [row, col, height, width] cells: plan this part of the raster only
+    domirank: DomiRankSettings = field(default_factory=DomiRankSettings)
+    greedy: PlanGreedySettings = field(default_factory=PlanGreedySettings)
+
+
+PLAN_KEYS = tuple(f.name for f in fields(PlanConfig) if f.name not in {g.name for g in fields(Config)})
+
+
+def register_plan_config() -> None:
+    register_configs()
+    ConfigStore.instance().store(name="plan_schema", node=PlanConfig)
+
+
+register_plan_config()
+
+
+def methods_of(cfg) -> list:
+    """``cfg.method`` as a list of method names (a name or a list of them)."""
+    method = cfg.method
+    names = [method] if isinstance(method, str) else list(method or [])
+    return [str(name) for name in names]
+
+
+def check_plan_values(cfg) -> None:
+    """Range checks of the plan keys; ValueError names the key."""
+    from firebreak_exp.fire import SIMULATORS
+    from firebreak_exp.planning.whole_landscape import METHODS
+    methods = methods_of(cfg)
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods or len(set(methods)) != len(methods):
+        raise ValueError(f"method={methods}: expected one or more distinct of {list(METHODS)}")
+    if "policy" in methods and cfg.checkpoint is None:
+        raise ValueError("method=policy needs checkpoint=<checkpoint file | training run folder | MLflow run id>")
+    if cfg.budget_hectares is None and not 0 < cfg.budget_percent < 100:
+        raise ValueError(f"budget_percent={cfg.budget_percent}: expected a percentage of burnable cells in (0, 100)")
+    if cfg.budget_hectares is not None and not cfg.budget_hectares > 0:
+        raise ValueError(f"budget_hectares={cfg.budget_hectares}: expected a positive area in hectares")
+    for key in ("num_ignitions", "scoring_ignitions"):
+        if cfg[key] < 1:
+            raise ValueError(f"{key}={cfg[key]}: expected a positive integer")
+    if cfg.batch_percent is not None and not 0 < cfg.batch_percent <= 100:
+        raise ValueError(f"batch_percent={cfg.batch_percent}: expected a percentage of burnable cells in (0, 100]")
+    if cfg.planning_simulator is not None and cfg.planning_simulator not in SIMULATORS:
+        raise ValueError(f"planning_simulator={cfg.planning_simulator}: expected one of {sorted(SIMULATORS)} or null")
+    if not 0 < cfg.domirank.sigma_fraction < 1:
+        raise ValueError(f"domirank.sigma_fraction={cfg.domirank.sigma_fraction}: expected a value in (0, 1)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The job
+# ---------------------------------------------------------------------------------------------------------
+
+def _simulators(cfg, train_cfg, landscape, scenario) -> tuple:
+    """(planning simulator, scoring simulator, scoring simulator's name) over the whole grid; one instance
+    when both are the same kind."""
+    from hydra.utils import instantiate
+    from firebreak_exp.factory import simulator_name
+    from firebreak_exp.fire import SIMULATORS
+    scoring_name = simulator_name(train_cfg)
+    factory = instantiate(OmegaConf.to_container(train_cfg.simulator, resolve=True))
+    scoring = factory(tile=landscape.tile, scenario=scenario)
+    planning_name = cfg.planning_simulator or scoring_name
+    planning = scoring if planning_name == scoring_name else SIMULATORS[planning_name](landscape.tile, scenario)
+    return planning, scoring, scoring_name
+
+
+def _plan_one(method, cfg, landscape, simulator, scenario, num_breaks, planning, batch_cells, agent, seed) -> dict:
+    """Plan with one method: ``{"cells", "batches", "seconds"}``."""
+    from firebreak_exp.planning import whole_landscape as lp
+    from firebreak_exp.planning.evaluation import PLANNER_STREAM, evaluation_rng
+    from firebreak_exp.planning.planners import DomiRankPlanner, RandomPlanner
+    start = time.perf_counter()
+    batches = 1
+    if method == "random":
+        cells = RandomPlanner().plan(landscape.tile, simulator, scenario, num_breaks, planning,
+                                     evaluation_rng(seed, PLANNER_STREAM, 0, 0))
+    elif method == "domirank":
+        cells = DomiRankPlanner(cfg.domirank.sigma_fraction, cfg.domirank.symmetric).plan(
+            landscape.tile, simulator, scenario, num_breaks, planning, None)
+    else:
+        scorers = {"flow": lp.flow_scorer, "policy": lambda env: lp.policy_scorer(agent),
+                   "greedy": lambda env: lp.greedy_scorer(env, simulator, planning, cfg.greedy.max_candidates,
+                                                          cfg.greedy.exclude_ignitions)}
+        cells, batches, _ = lp.plan_in_batches(landscape, simulator, scenario, num_breaks, planning, batch_cells,
+                                               scorers[method])
+    return {"cells": np.asarray(cells, np.int64), "batches": batches, "seconds": time.perf_counter() - start}
+
+
+def format_plan_table(records: list) -> str:
+    """One row per method: breaks, burned area untreated and treated (ha, mean per fire), R [CI], seconds."""
+    lines = [f"{'method':<10}{'breaks':>8}{'ha':>9}{'BA0 ha':>9}{'BA ha':>9}{'R':>8}{'95% CI':>18}"
+             f"{'plan s':>8}{'score s':>9}"]
+    for r in records:
+        lo, hi = r["R_ci"]
+        lines.append(f"{r['method']:<10}{r['break_cells']:>8d}{r['break_hectares']:>9.1f}"
+                     f"{r['burned_area_untreated']['hectares']:>9.2f}{r['burned_area_treated']['hectares']:>9.2f}"
+                     f"{r['R']:>8.4f}{f'[{lo:.4f}, {hi:.4f}]':>18}{r['plan_seconds']:>8.1f}"
+                     f"{r['scoring_seconds']:>9.1f}")
+    return "\n".join(lines)
+
+
+def _metrics(record: dict, prefix: str = "") -> dict:
+    return {f"{prefix}R": record["R"], f"{prefix}R_ci_low": record["R_ci"][0], f"{prefix}R_ci_high": record["R_ci"][1],
+            f"{prefix}break_cells": record["break_cells"], f"{prefix}break_hectares": record["break_hectares"],
+            f"{prefix}burned_fraction_untreated": record["burned_area_untreated"]["fraction"],
+            f"{prefix}burned_fraction_treated": record["burned_area_treated"]["fraction"],
+            f"{prefix}burned_hectares_untreated": record["burned_area_untreated"]["hectares"],
+            f"{prefix}burned_hectares_treated": record["burned_area_treated"]["hectares"],
+            f"{prefix}plan_seconds": record["plan_seconds"], f"{prefix}scoring_seconds": record["scoring_seconds"],
+            f"{prefix}peak_rss_mb": record["peak_rss_mb"]}
+
+
+COMPARED = ("R", "R_ci", "break_cells", "break_hectares", "burned_area_untreated", "burned_area_treated",
+            "plan_seconds", "scoring_seconds", "planning")
+
+
+def _log_child(cfg, parent_id: str, tags: dict, record: dict, folder: Path) -> None:
+    """One method of a comparison as a child run of ``parent_id``: its metrics and output files."""
+    child = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.get("artifact_location"))
+    child.start(f"plan-{record['method']}", job_tags({**tags, "mlflow.parentRunId": parent_id}))
+    try:
+        child.log_params({"method": record["method"], "budget_percent": cfg.budget_percent,
+                          "budget_hectares": cfg.budget_hectares})
+        child.log_metrics(_metrics(record), 0)
+        child.log_artifact(folder)
+    except BaseException:
+        child.finish("FAILED")
+        raise
+    child.finish("FINISHED")
+
+
+def plan_job(cfg: DictConfig) -> dict:
+    """Plan with every method, score, write the outputs into the Hydra run folder and log MLflow runs."""
+    from hydra.utils import instantiate
+    from firebreak_exp.commands import plan_outputs
+    from firebreak_exp.commands.evaluate import load_agent, resolve_checkpoint, task_overrides, training_config
+    from firebreak_exp.planning import whole_landscape as lp
+    from firebreak_exp.planning.evaluation import PLANNING_STREAM, SCORING_STREAM, draw_ignitions, evaluation_rng
+
+    methods = methods_of(cfg)
+    run_dir = Path(HydraConfig.get().runtime.output_dir) if HydraConfig.initialized() else Path.cwd()
+    source, archived = None, None
+    if cfg.checkpoint is not None:
+        source = resolve_checkpoint(str(cfg.checkpoint), cfg.checkpoint_file, cfg.tracking.uri,
+                                    run_dir / "training_run")
+        archived = OmegaConf.load(source["config_path"])
+    train_cfg = training_config(cfg, archived, task_overrides(), PLAN_KEYS)
+    seed = int(train_cfg.seed)
+
+    setup_start = time.perf_counter()
+    landscape = lp.load_landscape(train_cfg.landscape, None if cfg.window is None else list(cfg.window))
+    num_breaks = lp.budget_cells(landscape, cfg.budget_percent, cfg.budget_hectares)
+    agent = load_agent(train_cfg, source["path"], landscape.tile.shape) if "policy" in methods else None
+    scenario = instantiate(OmegaConf.to_container(train_cfg.scenario, resolve=True))
+    planning_sim, scoring_sim, scoring_name = _simulators(cfg, train_cfg, landscape, scenario)
+    setup_seconds = time.perf_counter() - setup_start
+    batch_percent = cfg.batch_percent if cfg.batch_percent is not None else float(train_cfg.env.percentage_increment)
+    batch_cells = max(1, int(round(batch_percent / 100.0 * landscape.num_burnable)))
+    planning = draw_ignitions(landscape.tile, cfg.num_ignitions, evaluation_rng(seed, PLANNING_STREAM, 0))
+    scoring = draw_ignitions(landscape.tile, cfg.scoring_ignitions, evaluation_rng(seed, SCORING_STREAM, 0))
+    chunk = 1 if scoring_name == "pyretechnics" else 16
+    progress = scoring_name == "pyretechnics"
+    log.info("%s: %d x %d cells, %d burnable; %d breaks, %d per batch; simulators built in %.1f s",
+             landscape.source, *landscape.tile.shape, landscape.num_burnable, num_breaks, batch_cells, setup_seconds)
+
+    start = time.perf_counter()
+    burned_untreated, before = lp.score_plan_fires(scoring_sim, scoring, None, chunk, progress, "untreated")
+    untreated_seconds = time.perf_counter() - start
+
+    common = {"landscape": {"source": landscape.source, "shape": list(landscape.tile.shape),
+                            "window": None if cfg.window is None else list(cfg.window),
+                            "cell_size_m": landscape.tile.cell_size, "crs": str(landscape.crs),
+                            "burnable_cells": landscape.num_burnable,
+                            "burnable_hectares": landscape.num_burnable * landscape.cell_hectares},
+              "budget": {"percent": None if cfg.budget_hectares is not None else float(cfg.budget_percent),
+                         "hectares": cfg.budget_hectares},
+              "planning": {"ignitions": int(cfg.num_ignitions), "simulator": cfg.planning_simulator or scoring_name,
+                           "batch_cells": batch_cells, "batch_percent": batch_percent},
+              "scoring": {"ignitions": int(cfg.scoring_ignitions), "simulator": scoring_name},
+              "checkpoint": None if source is None else str(source["path"]), "seed": seed,
+              "setup_seconds": setup_seconds}
+    tags = {"run_kind": "plan", "method": ",".join(methods), "checkpoint": str(cfg.checkpoint)}
+    records = []
+    with tracked_run(cfg.tracking, "plan-" + "-".join(methods), tags) as tracker:
+        params = OmegaConf.to_container(train_cfg, resolve=True)
+        params["plan"] = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                          for k in PLAN_KEYS}
+        tracker.log_params(flatten(params))
+        if (run_dir / ".hydra").is_dir():
+            tracker.log_artifact(run_dir / ".hydra", ".hydra")
+        for method in methods:
+            planned = _plan_one(method, cfg, landscape, planning_sim, scenario, num_breaks, planning, batch_cells,
+                                agent, seed)
+            breaks = np.zeros(landscape.tile.shape, bool)
+            breaks.flat[planned["cells"]] = True
+            start = time.perf_counter()
+            burned_treated, after = lp.score_plan_fires(scoring_sim, scoring, breaks, chunk, progress, method)
+            scoring_seconds = untreated_seconds + time.perf_counter() - start
+            record = {**lp.plan_record(method, landscape, planned["cells"], burned_untreated, burned_treated),
+                      **common, "plan_seconds": planned["seconds"], "scoring_seconds": scoring_seconds,
+                      "peak_rss_mb": lp.peak_rss_mb()}
+            record["planning"] = {**common["planning"], "batches": planned["batches"]}
+            folder = run_dir if len(methods) == 1 else run_dir / method
+            paths = plan_outputs.write_plan_outputs(folder, landscape, breaks, before, after, record)
+            records.append(record)
+            log.info("%s: R %.4f [%.4f, %.4f], planned in %.1f s, scored in %.1f s", method, record["R"],
+                     *record["R_ci"], record["plan_seconds"], record["scoring_seconds"])
+            if len(methods) == 1:
+                tracker.log_metrics(_metrics(record), 0)
+                for path in paths:
+                    tracker.log_artifact(path)
+            else:
+                _log_child(cfg, tracker.run_id, {**tags, "method": method}, record, folder)
+                tracker.log_metrics(_metrics(record, f"{method}/"), 0)
+        table = format_plan_table(records)
+        if len(methods) > 1:
+            comparison = {**common, "methods": {r["method"]: {k: r[k] for k in COMPARED} for r in records},
+                          "peak_rss_mb": lp.peak_rss_mb()}
+            tracker.log_artifact(plan_outputs.write_json(run_dir / "comparison.json", comparison))
+        tracker.log_metrics({"peak_rss_mb": lp.peak_rss_mb(), "setup_seconds": setup_seconds}, 0)
+    print(f"Plans on {landscape.source} ({landscape.tile.shape[0]} x {landscape.tile.shape[1]} cells, "
+          f"{landscape.num_burnable} burnable, {num_breaks} breaks = "
+          f"{100.0 * num_breaks / landscape.num_burnable:.2f} %), {cfg.num_ignitions} planning fires, "
+          f"scored on {cfg.scoring_ignitions} fresh fires ({scoring_name}); R = 1 - BA/BA0, bootstrap 95% CI "
+          f"over the fires; BA in ha per fire")
+    print(table)
+    print(f"setup {setup_seconds:.1f} s, peak RSS {lp.peak_rss_mb():.0f} MiB; outputs in {run_dir}; "
+          f"MLflow run {tracker.run_id}")
+    sys.stdout.flush()
+    return {"records": records, "run_id": tracker.run_id, "run_dir": str(run_dir)}
+
+
+def validate_plan(cfg: DictConfig) -> DictConfig:
+    """``cfg`` (without ``hydra``) merged into the plan schema, its values range-checked."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    merged = OmegaConf.merge(OmegaConf.structured(PlanConfig), plain)
+    check_values(merged)
+    check_plan_values(merged)
+    return merged
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="plan")
+def main(cfg: DictConfig):
+    return run_job(plan_job, cfg, validator=validate_plan, preflight=None)

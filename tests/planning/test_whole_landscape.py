@@ -1,0 +1,91 @@
+"""Planning a whole landscape in process: the grid over a raster with nodata, budgets, batch selection, the
+env's batch step and batched fire-flow planning, on a small synthetic raster with real simulations."""
+import numpy as np
+import pytest
+
+from firebreak_exp.environment import FuelBreakEnv
+from firebreak_exp.fire import Scenario, TravelTimeSimulator
+from firebreak_exp.landscape import read_layers, write_synthetic_landscape
+from firebreak_exp.planning.whole_landscape import (budget_cells, flow_scorer, plan_in_batches, top_cells,
+                                                    whole_landscape)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """A 36 x 44 synthetic stack whose north-west corner is nodata (as read_layers leaves nodata: 0, invalid)."""
+    stack = read_layers(write_synthetic_landscape(tmp_path_factory.mktemp("whole") / "rasters", 36, 44, seed=5))
+    rows, cols = np.mgrid[0:36, 0:44]
+    corner = rows + cols < 14
+    stack.valid[corner] = False
+    for layer in stack.layers.values():
+        layer[corner] = 0
+    return stack
+
+
+@pytest.fixture(scope="module")
+def small(stack):
+    landscape = whole_landscape(stack)
+    scenario = Scenario(burn_duration=240.0)
+    return landscape, scenario, TravelTimeSimulator(landscape.tile, scenario)
+
+
+def test_whole_landscape_makes_nodata_non_burnable(small, stack):
+    landscape, _, _ = small
+    assert landscape.tile.shape == stack.shape and landscape.transform == stack.transform
+    assert not landscape.valid.all() and not landscape.tile.burnable[~landscape.valid].any()
+    np.testing.assert_array_equal(landscape.tile.burnable[landscape.valid],
+                                  ~np.isin(stack.layers["fuel_model"][landscape.valid], [91, 92, 93, 98, 99]))
+    assert landscape.tile.elevation[~landscape.valid].min() >= stack.layers["elevation"][stack.valid].min()
+    assert landscape.cell_hectares == pytest.approx(0.09)
+
+
+def test_budget_cells(small):
+    landscape, _, _ = small
+    burnable = landscape.num_burnable
+    assert budget_cells(landscape, 5.0) == round(0.05 * burnable)
+    assert budget_cells(landscape, 5.0, budget_hectares=0.9) == 10
+    for bad in (0, 100, -1, 150):
+        with pytest.raises(ValueError, match="budget_percent"):
+            budget_cells(landscape, bad)
+
+
+def test_top_cells_takes_the_best_valid_cells_then_the_tiebreak():
+    score = np.array([5.0, 9.0, 1.0, 9.0, 0.0, 0.0])
+    mask = np.array([True, False, True, True, True, True])
+    assert top_cells(score, mask, 3).tolist() == [3, 0, 2]
+    assert top_cells(score, mask, 5, tiebreak=np.array([0, 0, 0, 0, 1.0, 2.0])).tolist() == [3, 0, 2, 5, 4]
+
+
+def test_step_batch_places_the_breaks_of_single_steps(small):
+    """A batch step ends where single steps over the same cells end, with one evaluation for the batch."""
+    landscape, scenario, simulator = small
+    tile = landscape.tile
+    ignitions = np.argwhere(tile.burnable)[::97][:6]
+    cells = np.flatnonzero(tile.burnable)[::13][:40]
+    envs = [FuelBreakEnv([tile], lambda tile, scenario: simulator, scenario, budget_percent=10.0,
+                         percentage_increment=0.5) for _ in range(2)]
+    for env in envs:
+        env.reset(seed=0, options={"tile_index": 0, "ignitions": ignitions})
+    cells = cells[:len(cells) // envs[0].evaluation_interval * envs[0].evaluation_interval]   # ends evaluated
+    assert len(cells) > envs[0].evaluation_interval
+    for cell in cells:
+        obs_single, reward_single, _, _, _ = envs[0].step(cell)
+    obs_batch, reward_batch, terminated, _, info = envs[1].step_batch(cells)
+    assert info["evaluated"] and not info["invalid_action"] and not terminated
+    np.testing.assert_array_equal(envs[0].fuel_breaks, envs[1].fuel_breaks)
+    assert envs[1].fuel_breaks.sum() == len(cells) and envs[1].steps_taken == len(cells)
+    assert envs[0].episode_return == pytest.approx(envs[1].episode_return)
+    np.testing.assert_array_equal(obs_single, obs_batch)
+    _, _, _, _, info = envs[1].step_batch(cells[:2])                 # already broken: masked
+    assert info["invalid_action"] and envs[1].fuel_breaks.sum() == len(cells)
+
+
+def test_flow_in_batches_spends_the_budget_on_burnable_cells(small):
+    landscape, scenario, simulator = small
+    ignitions = np.argwhere(landscape.tile.burnable)[::41][:10]
+    budget = budget_cells(landscape, 8.0)
+    cells, batches, burned = plan_in_batches(landscape, simulator, scenario, budget, ignitions, 25, flow_scorer)
+    assert len(cells) == len(set(cells.tolist())) == budget and batches == -(-budget // 25)
+    assert landscape.tile.burnable.ravel()[cells].all()
+    untreated = simulator.burned_fraction(ignitions).mean()
+    assert burned < untreated
