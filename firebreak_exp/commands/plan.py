@@ -60,6 +60,8 @@ class PlanConfig(Config):
                                            # null = env.percentage_increment
     planning_simulator: Optional[str] = "travel_time"  # simulator of the planning fires; null = `simulator`
     window: Optional[List[int]] = None   # [row, col, height, width] cells: plan this part of the raster only
+    plan_window: Optional[int] = None    # cells: flow, policy and greedy plan window by window of this size,
+                                         # each with scenario.num_ignitions fires; None = the whole grid at once
     domirank: DomiRankSettings = field(default_factory=DomiRankSettings)
     greedy: PlanGreedySettings = field(default_factory=PlanGreedySettings)
 
@@ -101,6 +103,8 @@ def check_plan_values(cfg) -> None:
             raise ValueError(f"{key}={cfg[key]}: expected a positive integer")
     if cfg.batch_percent is not None and not 0 < cfg.batch_percent <= 100:
         raise ValueError(f"batch_percent={cfg.batch_percent}: expected a percentage of burnable cells in (0, 100]")
+    if cfg.plan_window is not None and cfg.plan_window < 2:
+        raise ValueError(f"plan_window={cfg.plan_window}: expected a window side of at least 2 cells, or null")
     if cfg.planning_simulator is not None and cfg.planning_simulator not in SIMULATORS:
         raise ValueError(f"planning_simulator={cfg.planning_simulator}: expected one of {sorted(SIMULATORS)} or null")
     if not 0 < cfg.domirank.sigma_fraction < 1:
@@ -125,13 +129,14 @@ def _simulators(cfg, train_cfg, landscape, scenario) -> tuple:
     return planning, scoring, scoring_name
 
 
-def _plan_one(method, cfg, landscape, simulator, scenario, num_breaks, planning, batch_cells, agent, seed) -> dict:
-    """Plan with one method: ``{"cells", "batches", "seconds"}``."""
+def _plan_one(method, cfg, landscape, simulator, scenario, num_breaks, planning, batch_percent, agent,
+              seed) -> dict:
+    """Plan with one method: ``{"cells", "batches", "windows", "seconds"}``."""
     from firebreak_exp.planning import whole_landscape as lp
-    from firebreak_exp.planning.evaluation import PLANNER_STREAM, evaluation_rng
+    from firebreak_exp.planning.evaluation import PLANNER_STREAM, PLANNING_STREAM, evaluation_rng
     from firebreak_exp.planning.planners import DomiRankPlanner, RandomPlanner
     start = time.perf_counter()
-    batches = 1
+    batches, windows = 1, 1
     if method == "random":
         cells = RandomPlanner().plan(landscape.tile, simulator, scenario, num_breaks, planning,
                                      evaluation_rng(seed, PLANNER_STREAM, 0, 0))
@@ -142,9 +147,16 @@ def _plan_one(method, cfg, landscape, simulator, scenario, num_breaks, planning,
         scorers = {"flow": lp.flow_scorer, "policy": lambda env: lp.policy_scorer(agent),
                    "greedy": lambda env: lp.greedy_scorer(env, simulator, planning, cfg.greedy.max_candidates,
                                                           cfg.greedy.exclude_ignitions)}
-        cells, batches, _ = lp.plan_in_batches(landscape, simulator, scenario, num_breaks, planning, batch_cells,
-                                               scorers[method])
-    return {"cells": np.asarray(cells, np.int64), "batches": batches, "seconds": time.perf_counter() - start}
+        if cfg.plan_window is None:
+            cells, batches, _ = lp.plan_in_batches(landscape, simulator, scenario, num_breaks, planning,
+                                                   lp.batch_size(landscape.num_burnable, batch_percent),
+                                                   scorers[method])
+        else:
+            cells, batches, windows = lp.plan_in_windows(landscape, simulator, scenario, num_breaks,
+                                                         int(cfg.plan_window), batch_percent, scorers[method],
+                                                         evaluation_rng(seed, PLANNING_STREAM, 1))
+    return {"cells": np.asarray(cells, np.int64), "batches": batches, "windows": windows,
+            "seconds": time.perf_counter() - start}
 
 
 def format_plan_table(records: list) -> str:
@@ -216,7 +228,7 @@ def plan_job(cfg: DictConfig) -> dict:
     planning_sim, scoring_sim, scoring_name = _simulators(cfg, train_cfg, landscape, scenario)
     setup_seconds = time.perf_counter() - setup_start
     batch_percent = cfg.batch_percent if cfg.batch_percent is not None else float(train_cfg.env.percentage_increment)
-    batch_cells = max(1, int(round(batch_percent / 100.0 * landscape.num_burnable)))
+    batch_cells = lp.batch_size(landscape.num_burnable, batch_percent)
     planning = draw_ignitions(landscape.tile, cfg.num_ignitions, evaluation_rng(seed, PLANNING_STREAM, 0))
     scoring = draw_ignitions(landscape.tile, cfg.scoring_ignitions, evaluation_rng(seed, SCORING_STREAM, 0))
     chunk = 1 if scoring_name == "pyretechnics" else 16
@@ -236,7 +248,9 @@ def plan_job(cfg: DictConfig) -> dict:
               "budget": {"percent": None if cfg.budget_hectares is not None else float(cfg.budget_percent),
                          "hectares": cfg.budget_hectares},
               "planning": {"ignitions": int(cfg.num_ignitions), "simulator": cfg.planning_simulator or scoring_name,
-                           "batch_cells": batch_cells, "batch_percent": batch_percent},
+                           "batch_cells": batch_cells, "batch_percent": batch_percent,
+                           "plan_window": cfg.plan_window,
+                           "ignitions_per_window": None if cfg.plan_window is None else int(scenario.num_ignitions)},
               "scoring": {"ignitions": int(cfg.scoring_ignitions), "simulator": scoring_name},
               "checkpoint": None if source is None else str(source["path"]), "seed": seed,
               "setup_seconds": setup_seconds}
@@ -250,7 +264,7 @@ def plan_job(cfg: DictConfig) -> dict:
         if (run_dir / ".hydra").is_dir():
             tracker.log_artifact(run_dir / ".hydra", ".hydra")
         for method in methods:
-            planned = _plan_one(method, cfg, landscape, planning_sim, scenario, num_breaks, planning, batch_cells,
+            planned = _plan_one(method, cfg, landscape, planning_sim, scenario, num_breaks, planning, batch_percent,
                                 agent, seed)
             breaks = np.zeros(landscape.tile.shape, bool)
             breaks.flat[planned["cells"]] = True
@@ -260,7 +274,7 @@ def plan_job(cfg: DictConfig) -> dict:
             record = {**lp.plan_record(method, landscape, planned["cells"], burned_untreated, burned_treated),
                       **common, "plan_seconds": planned["seconds"], "scoring_seconds": scoring_seconds,
                       "peak_rss_mb": lp.peak_rss_mb()}
-            record["planning"] = {**common["planning"], "batches": planned["batches"]}
+            record["planning"] = {**common["planning"], "batches": planned["batches"], "windows": planned["windows"]}
             folder = run_dir if len(methods) == 1 else run_dir / method
             paths = plan_outputs.write_plan_outputs(folder, landscape, breaks, before, after, record)
             records.append(record)

@@ -1,4 +1,5 @@
-"""Planning fuel breaks on a whole landscape extract and writing the plan for GIS.
+"""Planning fuel breaks on a whole landscape extract (``python -m firebreak_exp.plan``; its files for GIS:
+:mod:`firebreak_exp.commands.plan_outputs`).
 
 The whole raster stack (or a window of it) becomes ONE grid (:func:`whole_landscape`): nodata cells turn
 into non-burnable fuel (NB9) on neutral terrain, so no fire crosses them and no break lands on them. One
@@ -135,6 +136,11 @@ def budget_cells(landscape: Landscape, budget_percent: float, budget_hectares: O
 # Planning
 # ---------------------------------------------------------------------------------------------------------
 
+def batch_size(num_burnable: int, batch_percent: float) -> int:
+    """Breaks placed between two fire updates: ``batch_percent`` % of the burnable cells, at least 1."""
+    return max(1, int(round(batch_percent / 100.0 * num_burnable)))
+
+
 def top_cells(score: np.ndarray, mask: np.ndarray, count: int, tiebreak: Optional[np.ndarray] = None) -> np.ndarray:
     """The ``count`` cells of ``mask`` with the highest ``score`` (flat arrays), then the highest ``tiebreak``,
     then the lowest index; best first."""
@@ -204,8 +210,76 @@ def plan_in_batches(landscape: Landscape, simulator, scenario, num_breaks: int, 
         order.extend(cells.tolist())
         batches += 1
         log.debug("batch %d: %d of %d breaks, planning fires burn %.4f of the burnable cells",
-                 batches, len(order), num_breaks, env.burned_fraction)
+                  batches, len(order), num_breaks, env.burned_fraction)
     return np.asarray(order, dtype=np.int64), batches, float(env.burned_fraction)
+
+
+def window_landscape(landscape: Landscape, row: int, col: int, height: int, width: int) -> Landscape:
+    """The part of ``landscape`` of ``height`` x ``width`` cells from (row, col), as its own grid."""
+    from firebreak_exp.landscape import LAYERS
+    part = (slice(row, row + height), slice(col, col + width))
+    tile = landscape.tile
+    layers = {name: getattr(tile, name)[part] for name in LAYERS}
+    window = Tile(name=f"{tile.name}/r{tile.row + row:04d}_c{tile.col + col:04d}", row=tile.row + row,
+                  col=tile.col + col, cell_size=tile.cell_size, **layers)
+    transform = rasterio.windows.transform(Window(col, row, width, height), landscape.transform)
+    return Landscape(tile=window, valid=landscape.valid[part], transform=transform, crs=landscape.crs,
+                     source=landscape.source)
+
+
+class CroppedRatesSimulator:
+    """Builds a window's simulator from the spread rates of the whole grid's (pyretechnics' rates of a cell
+    depend on that cell alone, so a crop of them is what the window's own sweeps would give, without them)."""
+
+    def __init__(self, whole, cls):
+        self.whole, self.cls = whole, cls
+
+    def __call__(self, window: Landscape, scenario):
+        whole, rows, cols = self.whole, window.tile.row - self.whole.tile.row, window.tile.col - self.whole.tile.col
+        height, width = window.tile.shape
+
+        class Cropped(self.cls):
+            def spread_rates(self, azimuths, surface_lw_ratio_model="behave"):
+                rates = whole.spread_rates(azimuths, surface_lw_ratio_model)
+                return rates[:, rows:rows + height, cols:cols + width]
+
+        return Cropped(window.tile, scenario)
+
+
+def window_budgets(burnable: np.ndarray, num_breaks: int) -> np.ndarray:
+    """``num_breaks`` shared among windows in proportion to their burnable cells (largest remainders), each
+    less than its burnable cells."""
+    share = num_breaks * burnable / max(int(burnable.sum()), 1)
+    budgets = np.floor(share).astype(np.int64)
+    order = np.argsort(-(share - budgets), kind="stable")
+    budgets[order[:num_breaks - int(budgets.sum())]] += 1
+    return np.minimum(budgets, np.maximum(burnable - 1, 0))
+
+
+def plan_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, size: int, batch_percent: float,
+                    make_scorer: Callable, rng: np.random.Generator) -> tuple:
+    """:func:`plan_in_batches` window by window: ``size`` x ``size`` cells from the top-left corner (the last
+    row and column of windows take what is left), each with ``scenario.num_ignitions`` planning fires of its
+    own (burning inside the window, as on a training tile), its share of the budget (:func:`window_budgets`)
+    and ``batch_percent`` % of its burnable cells per batch. ``make_scorer(env)`` as for
+    :func:`plan_in_batches`. Returns ``(cells of the whole grid, number of batches, number of windows)``."""
+    from firebreak_exp.planning.evaluation import draw_ignitions
+    rows, cols = landscape.tile.shape
+    corners = [(r, c) for r in range(0, rows, size) for c in range(0, cols, size)]
+    windows = [window_landscape(landscape, r, c, min(size, rows - r), min(size, cols - c)) for r, c in corners]
+    budgets = window_budgets(np.array([w.num_burnable for w in windows]), num_breaks)
+    build = CroppedRatesSimulator(simulator, type(simulator))
+    order, batches = [], 0
+    for (row, col), window, budget in zip(corners, windows, budgets):
+        if budget < 1:
+            continue
+        ignitions = draw_ignitions(window.tile, scenario.num_ignitions, rng)
+        cells, count, _ = plan_in_batches(window, build(window, scenario), scenario, int(budget), ignitions,
+                                          batch_size(window.num_burnable, batch_percent), make_scorer)
+        local_rows, local_cols = np.divmod(cells, window.tile.shape[1])
+        order.extend(((local_rows + row) * cols + local_cols + col).tolist())
+        batches += count
+    return np.asarray(order, dtype=np.int64), batches, len(windows)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -179,6 +179,17 @@ def test_comparison_is_one_parent_run_with_a_child_per_method(rasters, tmp_path)
         assert parent.data.metrics[f"{child.data.tags['method']}/R"] == pytest.approx(child.data.metrics["R"])
 
 
+def test_planning_in_windows_of_the_training_tile_size(rasters, tmp_path):
+    training = _training_run(tmp_path / "training", len(CHANNELS))
+    run_plan("method=[policy,flow]", f"checkpoint={training}", "landscape=landfire", f"landscape.raster_dir={rasters}",
+             "plan_window=12", f"hydra.run.dir={tmp_path / 'run'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
+             *FAST)
+    for method in ("policy", "flow"):
+        record = _check_outputs(tmp_path / "run" / method, rasters)
+        assert record["planning"]["plan_window"] == 12 and record["planning"]["windows"] == 3 * 4
+        assert record["planning"]["ignitions_per_window"] == 3          # the smoke training's scenario.num_ignitions
+
+
 def test_worcester_window_keeps_its_place_and_nodata(tmp_path):
     worcester = require_worcester()
     window = [40, 100, 60, 70]                        # on the county boundary: half of it is nodata

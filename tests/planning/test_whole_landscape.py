@@ -6,8 +6,9 @@ import pytest
 from firebreak_exp.environment import FuelBreakEnv
 from firebreak_exp.fire import Scenario, TravelTimeSimulator
 from firebreak_exp.landscape import read_layers, write_synthetic_landscape
-from firebreak_exp.planning.whole_landscape import (budget_cells, flow_scorer, plan_in_batches, top_cells,
-                                                    whole_landscape)
+from firebreak_exp.planning.whole_landscape import (CroppedRatesSimulator, budget_cells, flow_scorer,
+                                                    plan_in_batches, plan_in_windows, top_cells, whole_landscape,
+                                                    window_budgets, window_landscape)
 
 
 @pytest.fixture(scope="module")
@@ -89,3 +90,36 @@ def test_flow_in_batches_spends_the_budget_on_burnable_cells(small):
     assert landscape.tile.burnable.ravel()[cells].all()
     untreated = simulator.burned_fraction(ignitions).mean()
     assert burned < untreated
+
+
+def test_a_window_simulator_from_cropped_rates_burns_as_one_built_on_the_window(small):
+    landscape, scenario, simulator = small
+    window = window_landscape(landscape, 8, 10, 20, 25)
+    cropped = CroppedRatesSimulator(simulator, TravelTimeSimulator)(window, scenario)
+    fresh = TravelTimeSimulator(window.tile, scenario)
+    ignitions = np.argwhere(window.tile.burnable)[::37][:5]
+    breaks = np.zeros(window.tile.shape, bool)
+    breaks[:, 12] = True
+    for fuel_breaks in (None, breaks):
+        np.testing.assert_array_equal(cropped.arrival_times(ignitions, fuel_breaks),
+                                      fresh.arrival_times(ignitions, fuel_breaks))
+    np.testing.assert_array_equal(window.valid, landscape.valid[8:28, 10:35])
+    assert window.transform.c == landscape.transform.c + 10 * landscape.tile.cell_size
+
+
+def test_window_budgets_share_the_breaks_by_burnable_cells():
+    budgets = window_budgets(np.array([600, 300, 0, 100, 1]), 50)
+    assert budgets.tolist() == [30, 15, 0, 5, 0] and budgets.sum() == 50
+    assert window_budgets(np.array([10, 10, 10]), 4).sum() == 4
+
+
+def test_planning_window_by_window_covers_the_grid(small):
+    landscape, scenario, simulator = small
+    budget = budget_cells(landscape, 5.0)
+    cells, batches, windows = plan_in_windows(landscape, simulator, scenario, budget, 16, 1.0, flow_scorer,
+                                              np.random.default_rng(0))
+    assert windows == 3 * 3 and len(cells) == len(set(cells.tolist())) == budget
+    assert landscape.tile.burnable.ravel()[cells].all()
+    rows, cols = np.divmod(cells, landscape.tile.shape[1])
+    per_window = np.bincount((rows // 16) * 3 + cols // 16, minlength=9)
+    assert (per_window > 0).sum() >= 7                   # every window with burnable cells gets its share
