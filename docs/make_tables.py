@@ -72,7 +72,75 @@ def benchmark_summary() -> str:
     return "\n".join(["| figure | value |", "|---|---|"] + [f"| {name} | {value} |" for name, value in rows])
 
 
-TABLES = {"benchmark-rows": benchmark_rows, "benchmark-summary": benchmark_summary}
+def _r(v: dict) -> str:
+    return f"{v['R']:.3f} [{v['R_ci'][0]:.3f}, {v['R_ci'][1]:.3f}]"
+
+
+def plan_comparison() -> str:
+    """R and planning seconds of every method on the whole Worcester sample, whole grid and in windows."""
+    r = _load("plan.json")
+    whole, windows, batch = r["whole_grid"], r["windows_25"], r["windows_25_batch_1"]
+    rows = ["| method | whole grid: R | plan s | `plan_window=25`: R | plan s |", "|---|---|---:|---|---:|"]
+    for m, v in whole["methods"].items():
+        w = windows["methods"][m]
+        rows.append(f"| {m} | {_r(v)} | {v['plan_seconds']:.1f} | {_r(w)} | {w['plan_seconds']:.1f} |")
+    b = batch["methods"]["policy"]
+    rows.append(f"| policy, `plan_window=25 batch_percent=1` | | | {_r(b)} | {b['plan_seconds']:.1f} |")
+    return "\n".join(rows)
+
+
+def plan_targets() -> str:
+    """The plan command's targets against docs/results/plan.json."""
+    r = _load("plan.json")
+    whole, windows, batch = (r[k]["methods"] for k in ("whole_grid", "windows_25", "windows_25_batch_1"))
+    scoring = max(v["scoring_seconds"] for v in [*whole.values(), *windows.values()])
+    rss = (r["whole_grid"]["peak_rss_mb"], r["windows_25"]["peak_rss_mb"])
+    policy, flow, random = (whole[m]["R"] for m in ("policy", "flow", "random"))
+    w_policy, w_flow, w_random = (windows[m]["R"] for m in ("policy", "flow", "random"))
+    fast = [s for s in (whole["policy"]["plan_seconds"], batch["policy"]["plan_seconds"]) if s <= 60]
+    rows = [
+        ("policy planning time, whole sample, 5 %, 2 cores", "≤ 60 s",
+         f"{whole['policy']['plan_seconds']:.1f} s whole grid; {windows['policy']['plan_seconds']:.1f} s "
+         f"`plan_window=25`; {batch['policy']['plan_seconds']:.1f} s with `batch_percent=1`",
+         "whole grid and `batch_percent=1` yes, `plan_window=25` at 0.1 % no" if len(fast) == 2 else "see times"),
+        ("scoring with 64 fires, fast simulator", "≤ 60 s", f"≤ {scoring:.1f} s", "yes" if scoring <= 60 else "no"),
+        ("peak RSS, whole run", "≤ 4 GB", f"{rss[0]:,} MiB whole grid (4 methods), {rss[1]:,} MiB windows",
+         "yes" if max(rss) <= 4096 else "no"),
+        ("policy R ≥ 2 × random's R", f"≥ {2 * random:.3f}",
+         f"{policy:.3f} whole grid; {w_policy:.3f} windows ({w_policy / w_random:.2f} ×)",
+         "yes" if max(policy, w_policy) >= 2 * random else "no"),
+        ("policy R ≥ fire flow's R", "", f"{policy:.3f} vs {flow:.3f} whole grid; {w_policy:.3f} vs {w_flow:.3f} windows",
+         "yes" if policy >= flow or w_policy >= w_flow else "no"),
+    ]
+    return "\n".join(["| target | threshold | measured | met |", "|---|---|---|---|"]
+                     + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows])
+
+
+def plan_tile_size() -> str:
+    """The policy on one window of its training tile size and of twice that."""
+    rows = ["| window (32 planning fires) | policy | flow | random |", "|---|---|---|---|"]
+    for s in _load("plan.json")["training_tile_size"]:
+        m = s["methods"]
+        rows.append(f"| {s['note'].split(',')[0]} | {_r(m['policy'])} | {_r(m['flow'])} | {_r(m['random'])} |")
+    return "\n".join(rows)
+
+
+def plan_scaling() -> str:
+    """Planning seconds and peak memory against the size of the planned grid."""
+    r = _load("plan.json")
+    rows = ["| cells (burnable) | whole grid: policy s | flow s | peak MiB | `plan_window=25`: policy s | flow s "
+            "| peak MiB |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for a, b in zip(r["scaling_whole_grid"], r["scaling_windows_25"]):
+        ma, mb = a["methods"], b["methods"]
+        rows.append(f"| {a['note']} ({a['burnable_cells']:,}) | {ma['policy']['plan_seconds']:.1f} | "
+                    f"{ma['flow']['plan_seconds']:.1f} | {a['peak_rss_mb']:,} | {mb['policy']['plan_seconds']:.1f} | "
+                    f"{mb['flow']['plan_seconds']:.1f} | {b['peak_rss_mb']:,} |")
+    return "\n".join(rows)
+
+
+TABLES = {"benchmark-rows": benchmark_rows, "benchmark-summary": benchmark_summary,
+          "plan-comparison": plan_comparison, "plan-targets": plan_targets, "plan-tile-size": plan_tile_size,
+          "plan-scaling": plan_scaling}
 BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
 
 
