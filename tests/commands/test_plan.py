@@ -190,6 +190,21 @@ def test_planning_in_windows_of_the_training_tile_size(rasters, tmp_path):
         assert record["planning"]["ignitions_per_window"] == 3          # the smoke training's scenario.num_ignitions
 
 
+@pytest.mark.slow
+def test_a_multirun_over_methods_is_a_child_run_per_job(rasters, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_plan("-m", "method=flow,random", "landscape=landfire", f"landscape.raster_dir={rasters}",
+             f"hydra.sweep.dir={tmp_path / 'sweep'}", f"tracking.uri={uri}", *FAST)
+    for job, method in enumerate(("flow", "random")):
+        assert _check_outputs(tmp_path / "sweep" / str(job), rasters)["method"] == method
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("firebreak_exp").experiment_id])
+    (sweep,) = [r for r in runs if r.data.tags.get("run_kind") == "sweep"]
+    jobs = [r for r in runs if r.data.tags.get("run_kind") == "plan"]
+    assert sorted(r.data.tags["method"] for r in jobs) == ["flow", "random"]
+    assert all(r.data.tags["mlflow.parentRunId"] == sweep.info.run_id for r in jobs)
+
+
 def test_worcester_window_keeps_its_place_and_nodata(tmp_path):
     worcester = require_worcester()
     window = [40, 100, 60, 70]                        # on the county boundary: half of it is nodata
