@@ -63,7 +63,7 @@ def _check_outputs(folder: Path, raster_dir: Path, window=None) -> dict:
     if window is not None:
         row, col, height, width = window
         valid, fuel = valid[row:row + height, col:col + width], fuel[row:row + height, col:col + width]
-        transform = transform * Affine.translation(col, row)
+        transform = transform @ Affine.translation(col, row)
     with rasterio.open(_layer_path(raster_dir, "elevation")) as src:
         crs = src.crs
     record = json.loads((folder / "plan.json").read_text())
