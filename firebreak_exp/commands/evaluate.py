@@ -57,6 +57,20 @@ class GreedySettings:
 
 
 @dataclass
+class SearchSettings:
+    rollouts: int = 8                    # plans sampled per tile by policy_search / flow_search, the best kept
+    temperature: float = 0.02            # softmax temperature, a fraction of each step's range of guide scores
+
+
+@dataclass
+class CeilingSettings:
+    start: str = "flow"                  # planner whose plan local_search improves: flow or greedy
+    num_ignitions: Optional[int] = 64    # planning ignitions of local_search; None = scenario.num_ignitions
+    candidates: int = 16                 # cells tried in place of each break (most fire flow first)
+    max_passes: int = 3                  # passes over the plan's breaks
+
+
+@dataclass
 class EvaluateConfig(Config):
     """The composed configuration of ``python -m firebreak_exp.evaluate``: the training groups plus these."""
     checkpoint: Optional[str] = None     # checkpoint file, training run folder or MLflow run id; None = baselines
@@ -67,9 +81,14 @@ class EvaluateConfig(Config):
     methods: List[str] = field(default_factory=lambda: ["no_treatment", "random", "domirank", "greedy", "flow",
                                                                  "policy"])
     max_tiles: Optional[int] = None      # cap on held-out tiles
+    split: str = "heldout"               # tiles evaluated: heldout (reporting) or train (tuning)
+    scoring_simulator: Optional[str] = None  # simulator scoring the plans (e.g. pyretechnics); None = the planning one
+    progress: bool = True                # progress bar over the plans scored
     example_budget: float = 5.0          # budget shown in the map plots
     domirank: DomiRankSettings = field(default_factory=DomiRankSettings)
     greedy: GreedySettings = field(default_factory=GreedySettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    ceiling: CeilingSettings = field(default_factory=CeilingSettings)
 
 
 EVALUATION_KEYS = tuple(f.name for f in fields(EvaluateConfig) if f.name not in {g.name for g in fields(Config)})
@@ -89,7 +108,7 @@ register_evaluate_config()
 
 def check_evaluation_values(cfg) -> None:
     """Range checks of the evaluation keys; ValueError names the key."""
-    from firebreak_exp.planning.planners import PLANNERS
+    from firebreak_exp.planning.search import METHODS as PLANNERS
     if not cfg.budgets:
         raise ValueError("budgets=[]: expected at least one budget (% of burnable cells)")
     for b in cfg.budgets:
@@ -106,8 +125,13 @@ def check_evaluation_values(cfg) -> None:
     if not 0 < cfg.domirank.sigma_fraction < 1:
         raise ValueError(f"domirank.sigma_fraction={cfg.domirank.sigma_fraction}: expected a value in (0, 1)")
     from firebreak_exp.fire import SIMULATORS
-    if cfg.greedy.simulator is not None and cfg.greedy.simulator not in SIMULATORS:
-        raise ValueError(f"greedy.simulator={cfg.greedy.simulator}: expected one of {sorted(SIMULATORS)} or null")
+    for key in ("greedy.simulator", "scoring_simulator"):
+        name = OmegaConf.select(cfg, key)
+        if name is not None and name not in SIMULATORS:
+            raise ValueError(f"{key}={name}: expected one of {sorted(SIMULATORS)} or null")
+    if cfg.search.rollouts < 1 or not cfg.search.temperature > 0:
+        raise ValueError(f"search.rollouts={cfg.search.rollouts}, search.temperature={cfg.search.temperature}: "
+                         "expected a positive integer and a positive temperature")
 
 
 def resolve_checkpoint(spec: str, checkpoint_file: str, tracking_uri: str, download_dir: Path) -> dict:
@@ -236,13 +260,22 @@ def load_agent(train_cfg, checkpoint_path: Path, grid_shape: tuple):
 
 def build_planners(cfg, agent, percentage_increment: float) -> dict:
     from firebreak_exp.planning.planners import DomiRankPlanner, GreedyPlanner, make_planner, PolicyPlanner
+    from firebreak_exp.planning.search import FlowSearchPlanner, LocalSearchPlanner, PolicySearchPlanner
     planners = {}
+    search = {"rollouts": int(cfg.search.rollouts), "temperature": float(cfg.search.temperature),
+              "percentage_increment": percentage_increment}
     for name in cfg.methods:
+        if name in ("policy", "policy_search") and agent is None:
+            log.warning("no checkpoint: the '%s' method is skipped", name)
+            continue
         if name == "policy":
-            if agent is None:
-                log.warning("no checkpoint: the 'policy' method is skipped")
-                continue
             planners[name] = PolicyPlanner(agent, percentage_increment)
+        elif name == "policy_search":
+            planners[name] = PolicySearchPlanner(agent, **search)
+        elif name == "flow_search":
+            planners[name] = FlowSearchPlanner(**search)
+        elif name == "local_search":
+            planners[name] = LocalSearchPlanner(cfg.ceiling.start, cfg.ceiling.candidates, cfg.ceiling.max_passes)
         elif name == "domirank":
             planners[name] = DomiRankPlanner(cfg.domirank.sigma_fraction, cfg.domirank.symmetric)
         elif name == "greedy":
@@ -272,7 +305,7 @@ def evaluate_job(cfg: DictConfig) -> dict:
                                     run_dir / "training_run")
         archived = OmegaConf.load(source["config_path"])
     train_cfg = training_config(cfg, archived, task_overrides())
-    tiles = heldout_tiles(train_cfg, cfg.max_tiles)
+    tiles = heldout_tiles(train_cfg, cfg.max_tiles, cfg.split)
     if not tiles:
         raise ValueError("the landscape has no held-out tiles (landscape.heldout_fraction=0?)")
     kwargs = env_kwargs(train_cfg)
@@ -300,13 +333,20 @@ def evaluate_job(cfg: DictConfig) -> dict:
         raw = compare_planners(
             tiles, planners, kwargs["simulator_factory"], kwargs["scenario"], list(cfg.budgets),
             seed=int(train_cfg.seed), num_scoring_ignitions=int(cfg.num_ignitions),
-            random_seeds=int(cfg.random_seeds), planner_simulators={"greedy": greedy_sim, "flow": greedy_sim},
-            planner_ignitions={"greedy": cfg.greedy.num_ignitions}, example_budget=float(cfg.example_budget))
+            random_seeds=int(cfg.random_seeds),
+            planner_simulators={name: greedy_sim for name in ("greedy", "flow", "local_search")},
+            planner_ignitions={"greedy": cfg.greedy.num_ignitions, "local_search": cfg.ceiling.num_ignitions},
+            example_budget=float(cfg.example_budget),
+            scoring_factory=SIMULATORS[cfg.scoring_simulator] if cfg.scoring_simulator else None,
+            progress=bool(cfg.progress))
         summary = summarize(raw)
         result = {**summary, "checkpoint": None if source is None else str(source["path"]),
                   "training_run_id": training_run_id, "num_tiles": len(tiles), "tiles": raw["tiles"],
+                  "split": cfg.split,
                   "num_ignitions": int(cfg.num_ignitions), "simulator": str(train_cfg.simulator._target_),
+                  "scoring_simulator": cfg.scoring_simulator, "grid_size": list(tiles[0].shape),
                   "burned_fraction_untreated": raw["untreated"].tolist(),
+                  "burned_fraction_per_tile": {m: b.tolist() for m, b in raw["burned_fraction"].items()},
                   "num_breaks": raw["num_breaks"].tolist()}
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "evaluation.json").write_text(json.dumps(result, indent=2))
@@ -327,8 +367,10 @@ def evaluate_job(cfg: DictConfig) -> dict:
         tracker.log_artifact(run_dir / "evaluation.json")
         tracker.log_artifact(plots, "plots")
     table = format_table(summary)
-    print(f"Held-out evaluation on {len(tiles)} tiles, {cfg.num_ignitions} scoring ignitions each "
-          f"({train_cfg.simulator._target_.rsplit('.', 1)[-1]}); R = 1 - BA/BA0, bootstrap 95% CI over tiles")
+    scorer = cfg.scoring_simulator or train_cfg.simulator._target_.rsplit('.', 1)[-1]
+    print(f"{'Held-out' if cfg.split == 'heldout' else 'Training-tile'} evaluation on {len(tiles)} tiles, "
+          f"{cfg.num_ignitions} scoring ignitions each (scored by {scorer}); R = 1 - BA/BA0, bootstrap 95% CI "
+          "over tiles")
     print(table)
     print(f"evaluation.json and plots in {run_dir}; MLflow run {tracker.run_id}"
           + (f" (training run {training_run_id})" if training_run_id else ""))

@@ -93,11 +93,15 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
                      num_planning_ignitions: Optional[int] = None, random_seeds: int = 1,
                      planner_simulators: Optional[Mapping[str, Callable]] = None,
                      planner_ignitions: Optional[Mapping[str, int]] = None,
-                     example_budget: Optional[float] = None, tile_keys: Optional[Sequence[int]] = None) -> dict:
+                     example_budget: Optional[float] = None, tile_keys: Optional[Sequence[int]] = None,
+                     scoring_factory: Optional[Callable] = None, progress: bool = False) -> dict:
     """Plan with every planner on every tile at every budget (% of burnable cells) and score the plans.
 
     ``simulator_factory(tile=..., scenario=...)`` builds the scoring simulator, which planners also get
-    unless ``planner_simulators[name]`` names another factory (e.g. a fast one for the greedy search).
+    unless ``planner_simulators[name]`` names another factory (e.g. a fast one for the greedy search);
+    ``scoring_factory`` scores with another simulator than the planners plan with (e.g. the reference
+    physics, pyretechnics, for plans made on the fast one). ``progress`` shows a progress bar over the plans
+    scored.
     Planners see ``num_planning_ignitions`` (default ``scenario.num_ignitions``; ``planner_ignitions[name]``
     overrides it, drawn from the tile's planning stream); stochastic planners are run
     with ``random_seeds`` seeds and their BA averaged per tile. Nested planners plan once at the largest
@@ -124,15 +128,20 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
            "burned_fraction": {m: np.zeros((T, B)) for m in planners},
            "plan_seconds": {m: np.zeros((T, B)) for m in planners}}
     examples = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=T * len(planners), unit="plan", desc="planning and scoring")
     for t, tile in enumerate(tiles):
         key = tile_keys[t]
         simulator = simulator_factory(tile=tile, scenario=scenario)
+        scorer = simulator if scoring_factory is None else scoring_factory(tile=tile, scenario=scenario)
         burnable = int(np.asarray(tile.burnable).sum())
         counts = [num_breaks_for(b, burnable) for b in budgets]
         out["num_breaks"][t] = counts
         most = max(counts)
         scoring = draw_ignitions(tile, num_scoring_ignitions, evaluation_rng(seed, SCORING_STREAM, key))
-        untreated, before = score_plan(simulator, scoring, np.zeros(0, np.int64))
+        untreated, before = score_plan(scorer, scoring, np.zeros(0, np.int64))
         out["untreated"][t] = untreated
         example = {"tile": tile, "burned_fraction_untreated": untreated, "burn_probability_before": before,
                    "methods": {}}
@@ -167,7 +176,7 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
                     if isinstance(planner, NoTreatmentPlanner):
                         burned[s, j], after = untreated, before
                     else:
-                        burned[s, j], after = score_plan(simulator, scoring, cells)
+                        burned[s, j], after = score_plan(scorer, scoring, cells)
                     seconds[s, j] = spent
                     if s == 0 and budgets[j] == example_budget:
                         example["methods"][name] = {"fuel_breaks": breaks_map(cells, tile.shape),
@@ -176,7 +185,11 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
             out["plan_seconds"][name][t] = seconds.mean(axis=0)
             log.info("tile %s %s: BA %s (untreated %.4f)", out["tiles"][t], name,
                      np.round(burned.mean(axis=0), 4).tolist(), untreated)
+            if bar is not None:
+                bar.update(1)
         examples.append(example)
+    if bar is not None:
+        bar.close()
     chosen = int(np.argmax(out["untreated"])) if T else 0
     out["example"] = {"budget": example_budget, **examples[chosen]} if examples else {}
     return out
@@ -208,9 +221,12 @@ def format_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def heldout_tiles(cfg, max_tiles: Optional[int] = None) -> list:
-    """The held-out tiles of ``cfg.landscape``, at most ``max_tiles`` spread evenly over the list."""
-    tiles = list(build_landscapes(cfg).heldout)
+def heldout_tiles(cfg, max_tiles: Optional[int] = None, split: str = "heldout") -> list:
+    """The held-out tiles of ``cfg.landscape`` (``split="train"``: the training tiles, for tuning), at most
+    ``max_tiles`` spread evenly over the list."""
+    if split not in ("heldout", "train"):
+        raise ValueError(f"split={split}: expected heldout or train")
+    tiles = list(getattr(build_landscapes(cfg), split))
     if max_tiles is not None and 0 < max_tiles < len(tiles):
         tiles = [tiles[i * len(tiles) // max_tiles] for i in range(max_tiles)]
     return tiles
