@@ -10,8 +10,9 @@ fresh scoring fires stay unseen, as for every planner.
 * :class:`FlowGuide` - the fire-flow channel of the observation (in % of burnable cells): the same search
   with the hand-made fire-flow rule as proposal, so what learning adds to the search stays visible.
 
-With one rollout the policy search is :class:`~firebreak_exp.planning.planners.PolicyPlanner` and the flow search is
-the fire-flow planner run through the environment.
+With one rollout the policy search is :class:`~firebreak_exp.planning.planners.PolicyPlanner` and the flow
+search is the fire-flow planner run through the environment. :class:`LocalSearchPlanner` is the slow quality
+ceiling the evaluation compares them with.
 """
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ from firebreak_exp.fire.flows import fire_flow
 from firebreak_exp.observation import FIRE_FLOW_CHANNEL
 from firebreak_exp.planning.planners import PLANNERS, Planner, _burnable, _validated
 
-__all__ = ["PolicyGuide", "FlowGuide", "SearchPlanner", "PolicySearchPlanner", "FlowSearchPlanner", "LocalSearchPlanner", "METHODS"]
+__all__ = ["PolicyGuide", "FlowGuide", "sample_cells", "SearchPlanner", "PolicySearchPlanner", "FlowSearchPlanner",
+           "LocalSearchPlanner", "METHODS"]
 
 
 class PolicyGuide:
@@ -78,7 +80,7 @@ class SearchPlanner(Planner):
 
     name = "search"
     nested = False
-    stochastic = False     # its draws come from ``rng`` but one evaluation seed is representative
+    stochastic = False     # draws from ``rng``, seeded per tile by the evaluation: one plan per tile
 
     def __init__(self, guide, rollouts: int = 8, temperature: float = 0.02, percentage_increment: float = 1.0):
         super().__init__()
@@ -146,11 +148,12 @@ class FlowSearchPlanner(SearchPlanner):
 class LocalSearchPlanner(Planner):
     """The quality ceiling: a planner's plan, then swaps of breaks while the planning fires burn less (slow).
 
-    ``start`` names the planner whose plan is improved (``flow`` or ``greedy``). A pass visits every break of the plan: it takes the break out and tries in its place each of the
-    ``candidates`` unbroken cells with the most fire flow under the other breaks (the cell taken out among
-    them), keeping the swap that burns the fewest cells over the planning fires (each candidate costs one
-    simulation of every fire). Passes repeat until one changes nothing or ``max_passes`` is reached. Planning
-    ignition cells are never candidates (a break there would only delete a known fire).
+    ``start`` names the planner whose plan is improved (``flow`` or ``greedy``). A pass visits every break
+    of the plan: it takes the break out and tries in its place each of the ``candidates`` unbroken cells
+    with the most fire flow under the other breaks, keeping the swap (or the cell taken out) that burns the
+    fewest cells over the planning fires (each candidate costs one simulation of every fire). Passes repeat
+    until one changes nothing or ``max_passes`` is reached. Planning ignition cells are never candidates (a
+    break there would only delete a known fire).
     """
 
     name = "local_search"
