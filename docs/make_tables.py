@@ -138,19 +138,90 @@ def plan_scaling() -> str:
     return "\n".join(rows)
 
 
+NAMES = {"no_treatment": "no treatment", "random": "random", "domirank": "DomiRank", "greedy": "greedy",
+         "flow": "fire flow", "policy": "policy", "flow_search": "flow_search", "policy_search": "policy_search",
+         "local_search": "local_search"}
+
+
+def _method(name: str) -> str:
+    return NAMES.get(name, name)
+
+
+def seeds_summary(path: str) -> str:
+    """Per method across checkpoints (a ``summary.json`` of an evaluation multirun), at its first budget."""
+    summary = _load(path)
+    rows = ["| method | R mean [95 % interval] | worst seed | mean ÷ best baseline | worst ÷ best baseline "
+            "| plan s per tile |", "|---|---:|---:|---:|---:|---:|"]
+    for name, m in summary["methods"].items():
+        if name == "no_treatment":
+            continue
+        low, high = m["R_mean_ci"][0]
+        rows.append(f"| {_method(name)} | {m['R_mean'][0]:.3f} [{low:.3f}, {high:.3f}] | {m['R_worst'][0]:.3f} "
+                    f"| {m['ratio_mean'][0]:.3f} | {m['ratio_worst'][0]:.3f} | {m['plan_seconds'][0]:.2f} |")
+    return "\n".join(rows)
+
+
+def evaluation(path: str) -> str:
+    """Per method of one ``evaluation.json``, at its first budget."""
+    report = _load(path)
+    rows = ["| method | R [95 % interval] | plan s per tile |", "|---|---:|---:|"]
+    for name, m in report["methods"].items():
+        if name == "no_treatment":
+            continue
+        low, high = m["R_ci"][0]
+        rows.append(f"| {_method(name)} | {m['R'][0]:.3f} [{low:.3f}, {high:.3f}] | {m['plan_seconds'][0]:.2f} |")
+    return "\n".join(rows)
+
+
+def _yaml_keys(path: Path) -> list:
+    """Top-level keys of a group file, nested mappings as ``key.*``, in file order."""
+    keys, parent = [], None
+    for line in path.read_text().splitlines():
+        if not line.strip() or line.lstrip().startswith("#") or line.startswith(("defaults", "# @package")):
+            continue
+        match = re.match(r"^(\s*)([\w.-]+):(.*)$", line)
+        if not match or match.group(2) in ("defaults", "_target_", "_partial_"):
+            continue
+        if match.group(1) == "":
+            parent = match.group(2)
+            keys.append(parent if match.group(3).split("#")[0].strip() else parent + ".*")
+    return list(dict.fromkeys(keys))
+
+
+def config_groups() -> str:
+    """Every config group of training: its options (the default in bold) and the keys of the default."""
+    conf = ROOT / "conf"
+    defaults = dict(re.findall(r"^\s+- (\w+): (\w+)", (conf / "config.yaml").read_text(), re.M))
+    rows = ["| group | options | keys (units and meaning: the comments in `conf/<group>/<option>.yaml`) |",
+            "|---|---|---|"]
+    for group, default in defaults.items():
+        if group == "experiment" or not (conf / group).is_dir():
+            continue
+        options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
+        listed = ", ".join(f"**`{o}`**" if o == default else f"`{o}`" for o in options)
+        keys = ", ".join(f"`{k}`" for k in _yaml_keys(conf / group / f"{default}.yaml"))
+        rows.append(f"| `{group}` | {listed} | {keys} |")
+    presets = ", ".join(f"`{p.stem}`" for p in sorted((conf / "experiment").glob("*.yaml")))
+    rows.append(f"| `experiment` | {presets} | small override files of the groups above |")
+    return "\n".join(rows)
+
+
 TABLES = {"benchmark-rows": benchmark_rows, "benchmark-summary": benchmark_summary,
           "plan-comparison": plan_comparison, "plan-targets": plan_targets, "plan-tile-size": plan_tile_size,
-          "plan-scaling": plan_scaling}
-BLOCK = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(\n<!-- /table:(?P=name) -->)", re.S)
+          "plan-scaling": plan_scaling, "seeds-summary": seeds_summary, "evaluation": evaluation,
+          "config-groups": config_groups}
+BLOCK = re.compile(r"(?P<open><!-- table:(?P<name>[\w-]+)(?::(?P<arg>[\w./-]+))? -->\n)"
+                   r"(?P<body>(?:(?!<!-- /?table:).)*?)(?P<close><!-- /table:(?P=name) -->)", re.S)
 
 
 def render(text: str) -> str:
     """``text`` with every table block re-rendered from its results file."""
     def replace(match: re.Match) -> str:
-        name = match.group("name")
+        name, arg = match.group("name"), match.group("arg")
         if name not in TABLES:
             raise KeyError(f"unknown table {name!r}; known: {sorted(TABLES)}")
-        return match.group(1) + TABLES[name]() + match.group(4)
+        body = TABLES[name](arg) if arg else TABLES[name]()
+        return match.group("open") + body + "\n" + match.group("close")
     return BLOCK.sub(replace, text)
 
 
