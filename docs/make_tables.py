@@ -206,10 +206,39 @@ def config_groups() -> str:
     return "\n".join(rows)
 
 
+def readme_figures() -> str:
+    """The README's short table: speed, fidelity, learning and whole-landscape figures, each with its command."""
+    bench = _load("benchmark.json")
+    results, learner = bench["results"], bench["learner"]
+    run_benchmark = f"`{BENCHMARK_COMMAND}`"
+    rows = [(f"pyretechnics fires/s, `{b}` ÷ `sequential`", _best_speedups(results, "pyretechnics", b), run_benchmark)
+            for b in ("process", "joblib") if any(r["backend"] == b for r in results)]
+    for f in bench.get("fidelity_by_grid_size", [])[:1]:
+        rows.append((f"travel-time simulator ÷ pyretechnics, {f['grid_size']}×{f['grid_size']}",
+                     f"{f['speedup']:.0f}× faster, burned-fraction error {f['burned_fraction_mae']:.3f}, "
+                     f"plan rank correlation {f['plan_spearman']:.2f}", run_benchmark))
+    rows.append(("learner updates/s, batch 64", f"{learner['updates_per_s']:.0f}", run_benchmark))
+    for e2e in bench.get("end_to_end", []):
+        rows.append((f"experiences/s while learning, {e2e['backend']} × {e2e['num_envs']}",
+                     f"{e2e['experiences_per_s']:.0f}", run_benchmark))
+    learning = _load("learning/synthetic_seeds_summary.json")["methods"]
+    held_out = ", ".join(f"{_method(m)} {learning[m]['R_mean'][0]:.3f} ({learning[m]['R_worst'][0]:.3f})"
+                         for m in ("policy", "policy_search", "flow", "greedy") if m in learning)
+    rows.append(("held-out R at 5 %, synthetic, mean (worst) of seeds 0–2", held_out,
+                 "[docs/learning.md](docs/learning.md)"))
+    plan = _load("plan.json")["windows_25"]
+    whole = ", ".join(f"{_method(m)} {plan['methods'][m]['R']:.3f}" for m in ("policy", "flow", "random"))
+    rows.append(("R at 5 %, whole Worcester sample (`plan_window=25`)",
+                 f"{whole}; policy plans in {plan['methods']['policy']['plan_seconds']:.0f} s, "
+                 f"peak {plan['peak_rss_mb'] / 1024:.1f} GiB", "[docs/plan.md](docs/plan.md)"))
+    return "\n".join(["| figure | value | from |", "|---|---|---|"]
+                     + [f"| {a} | {b} | {c} |" for a, b, c in rows])
+
+
 TABLES = {"benchmark-rows": benchmark_rows, "benchmark-summary": benchmark_summary,
           "plan-comparison": plan_comparison, "plan-targets": plan_targets, "plan-tile-size": plan_tile_size,
           "plan-scaling": plan_scaling, "seeds-summary": seeds_summary, "evaluation": evaluation,
-          "config-groups": config_groups}
+          "config-groups": config_groups, "readme-figures": readme_figures}
 BLOCK = re.compile(r"(?P<open><!-- table:(?P<name>[\w-]+)(?::(?P<arg>[\w./-]+))? -->\n)"
                    r"(?P<body>(?:(?!<!-- /?table:).)*?)(?P<close><!-- /table:(?P=name) -->)", re.S)
 
