@@ -10,6 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from firebreak_exp.commands.conf import CONF_DIR, register_help_resolver  # CONF_DIR: for the commands
 from firebreak_exp.commands.errors import JobError, exit_code, exit_with_error, log, message, runtime_faults
+from firebreak_exp.commands.store_lock import StoreLockedError
 from firebreak_exp.commands.tracking import TrackingUnavailableError
 from firebreak_exp.config import validate
 from firebreak_exp.landscape import LandscapeError
@@ -35,7 +36,7 @@ def launch(main: Callable[[], object]) -> None:
 def user_errors() -> tuple:
     """Exception types that mean bad input (config, rasters, checkpoints, unreachable services), not a bug."""
     types = (LandscapeError, OmegaConfBaseException, ValueError, FileNotFoundError, TrackingUnavailableError,
-             ClusterUnavailableError)
+             ClusterUnavailableError, StoreLockedError)
     checkpoint = sys.modules.get("firebreak_exp.rl.checkpoint")  # not imported: none raised (and torch stays unloaded)
     return types + ((checkpoint.CheckpointError,) if checkpoint is not None else ())
 
