@@ -29,7 +29,8 @@ class ParentRunError(RuntimeError):
 
 def runtime_faults() -> tuple:
     """Exception types of faults outside the program that the user can act on (named in the message)."""
-    return (WorkerDiedError, ParentRunError)
+    checkpoint = sys.modules.get("firebreak_exp.rl.checkpoint")  # not imported: none raised (torch stays unloaded)
+    return (WorkerDiedError, ParentRunError) + ((checkpoint.CheckpointWriteError,) if checkpoint is not None else ())
 
 
 def one_line(error: BaseException) -> str:
