@@ -132,7 +132,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0
     experiment_name: Optional[str] = None  # set by experiment presets, logged as a tag
-    resume: Optional[str] = None         # run folder or MLflow run id of a run to continue
+    resume: Optional[str] = None         # run folder or MLflow run id of a run to continue, or "auto"
 
 
 def register_configs() -> None:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from firebreak_exp.commands.errors import ParentRunError, exit_with_error, one_line
 from firebreak_exp.commands.store_lock import StoreLockedError, store_lock
+from firebreak_exp.interrupt import Interrupted
 
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
 #: In a multirun's sweep folder: the keys its overrides sweep over, one a line (run names show their values).
@@ -213,11 +214,16 @@ def run_name(prefix: str) -> str:
 def tracked_run(tracking: DictConfig, name: str, tags: Mapping[str, str],
                 run_id: Optional[str] = None) -> Iterator[Tracker]:
     """One MLflow run of a job (``run_id``: reopen that run): named :func:`run_name` of ``name``, tagged
-    :func:`job_tags` plus ``tags``; it ends FINISHED, or KILLED / FAILED when the body raises."""
+    :func:`job_tags` plus ``tags``; it ends FINISHED, or KILLED / FAILED when the body raises (KILLED by a
+    signal: tagged ``interrupted_by`` with the signal's name)."""
     tracker = Tracker(tracking.uri, tracking.experiment, tracking.get("artifact_location"))
     tracker.start(run_name(name), job_tags(tags), run_id=run_id)
     try:
         yield tracker
+    except Interrupted as stop:
+        tracker.set_tags({"interrupted_by": stop.signal_name})
+        tracker.finish("KILLED")
+        raise
     except BaseException as error:
         tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from firebreak_exp.factory import make_vector_env
+from firebreak_exp.interrupt import Interrupted, graceful_stop
 from firebreak_exp.planning.evaluation import evaluate_policy
 from firebreak_exp.plots import plot_fuel_breaks, plot_training_curves
 from firebreak_exp.rl.checkpoint import CheckpointError, load_checkpoint, replay_file, save_checkpoint
@@ -118,13 +119,26 @@ class ParallelFuelBreakTrainer:
         self.tracker = tracker
         self.resume = resume
         self.logged_until = -1  # metric steps up to this one are already in the MLflow run
+        self.episodes_done = 0
 
     def _log(self, metrics: dict, step: int) -> None:
         if self.tracker is not None and step > self.logged_until:
             self.tracker.log_metrics(metrics, step)
 
     def train(self) -> dict:
-        """Run the loop until ``trainer.episodes`` episodes are finished; returns a summary."""
+        """Run the loop until ``trainer.episodes`` episodes are finished; returns a summary.
+
+        SIGINT/SIGTERM (firebreak_exp.interrupt) stop it between two collections with ``last.pt`` written,
+        raising Interrupted that names the episode, the checkpoint and this run folder."""
+        with graceful_stop() as stop:
+            try:
+                return self._train(stop)
+            except Interrupted as interrupted:
+                interrupted.episode, interrupted.run_dir = self.episodes_done, self.run_dir
+                interrupted.checkpoint = newest_readable_checkpoint(self.checkpoint_dir)
+                raise
+
+    def _train(self, stop) -> dict:
         cfg, trainer = self.cfg, self.cfg.trainer
         seed_everything(int(cfg.seed), trainer.deterministic)
         with make_vector_env(cfg) as vec_env:
@@ -139,33 +153,15 @@ class ParallelFuelBreakTrainer:
                 loop = self._restore(agent, replay, collector)
             elif trainer.expert_memories > 0:
                 self._pretrain(agent, replay)
-            history = loop["history"]
+            self.episodes_done = loop["episodes"]
             progress = _progress_bar(trainer.episodes, trainer.progress, initial=loop["episodes"])
-            while loop["episodes"] < trainer.episodes:
-                stats = collector.collect_experiences(trainer.steps_per_collection, trainer.train_frequency)
-                episodes = vec_env.get_episode_stats()
-                finished = len(episodes["return"])
-                step = collector.total_experiences
-                metrics = {"epsilon": stats["epsilon"], "updates": collector.total_updates,
-                           "perf/experiences_per_second": stats["experiences_per_second"]}
-                if stats["updates"]:
-                    metrics["loss"] = stats["loss"]
-                    history["loss_step"].append(step)
-                    history["loss"].append(stats["loss"])
-                if finished:
-                    metrics["return"] = float(np.mean(episodes["return"]))
-                    metrics["burned_area_reduction"] = float(np.mean(episodes["burned_area_reduction"]))
-                    metrics["relative_reduction"] = float(np.mean(episodes["relative_reduction"]))
-                    for key in ("return", "burned_area_reduction"):
-                        history[key].extend(episodes[key])
-                    history["episode"].extend(range(loop["episodes"] + 1, loop["episodes"] + 1 + finished))
-                loop["episodes"] += finished
-                metrics["episodes"] = loop["episodes"]
-                self._log(metrics, step)
-                progress.update(finished)
-                progress.set_postfix(exp_s=f"{stats['experiences_per_second']:.1f}", eps=f"{stats['epsilon']:.2f}")
-                if loop["episodes"] >= loop["next_checkpoint"]:
-                    self._periodic_checkpoint(loop, agent, replay, collector)
+            with stop.deferred():   # a signal is acted on here, between two collections
+                while loop["episodes"] < trainer.episodes:
+                    if stop.requested:
+                        progress.close()
+                        save_checkpoint(self._state(loop, agent, replay, collector), self.checkpoint_dir / "last.pt")
+                        raise stop.interrupted()
+                    self._collect_and_log(loop, agent, replay, collector, progress)
             progress.close()
             final_state = self._state(loop, agent, replay, collector)
             self._save(final_state, "last.pt")
@@ -173,6 +169,36 @@ class ParallelFuelBreakTrainer:
                 self._save(final_state, "best.pt")
             performance = collector.get_performance_stats()
         return self._finish(agent, collector, loop, performance)
+
+    def _collect_and_log(self, loop, agent, replay, collector, progress) -> None:
+        """One collection of ``trainer.steps_per_collection`` vector steps, its metrics, and the periodic
+        checkpoint when one is due."""
+        trainer, history, vec_env = self.cfg.trainer, loop["history"], collector.vec_env
+        stats = collector.collect_experiences(trainer.steps_per_collection, trainer.train_frequency)
+        episodes = vec_env.get_episode_stats()
+        finished = len(episodes["return"])
+        step = collector.total_experiences
+        metrics = {"epsilon": stats["epsilon"], "updates": collector.total_updates,
+                   "perf/experiences_per_second": stats["experiences_per_second"]}
+        if stats["updates"]:
+            metrics["loss"] = stats["loss"]
+            history["loss_step"].append(step)
+            history["loss"].append(stats["loss"])
+        if finished:
+            metrics["return"] = float(np.mean(episodes["return"]))
+            metrics["burned_area_reduction"] = float(np.mean(episodes["burned_area_reduction"]))
+            metrics["relative_reduction"] = float(np.mean(episodes["relative_reduction"]))
+            for key in ("return", "burned_area_reduction"):
+                history[key].extend(episodes[key])
+            history["episode"].extend(range(loop["episodes"] + 1, loop["episodes"] + 1 + finished))
+        loop["episodes"] += finished
+        self.episodes_done = loop["episodes"]
+        metrics["episodes"] = loop["episodes"]
+        self._log(metrics, step)
+        progress.update(finished)
+        progress.set_postfix(exp_s=f"{stats['experiences_per_second']:.1f}", eps=f"{stats['epsilon']:.2f}")
+        if loop["episodes"] >= loop["next_checkpoint"]:
+            self._periodic_checkpoint(loop, agent, replay, collector)
 
     def _pretrain(self, agent, replay) -> None:
         """Pre-fill the buffer with expert transitions and run ``pretrain_steps`` updates on them."""
@@ -215,15 +241,10 @@ class ParallelFuelBreakTrainer:
 
     def _restore(self, agent, replay, collector) -> dict:
         """Load the newest readable checkpoint; a truncated one is reported and the previous one used."""
-        candidates = [self.checkpoint_dir / "last.pt"] + sorted(self.checkpoint_dir.glob("episode_*.pt"), reverse=True)
-        for path in candidates:
-            try:
-                state = load_checkpoint(path)
-                break
-            except CheckpointError as error:
-                log.warning("skipping checkpoint: %s", error)
-        else:
+        path = newest_readable_checkpoint(self.checkpoint_dir, warn=True)
+        if path is None:
             raise CheckpointError(f"no readable checkpoint in {self.checkpoint_dir} to resume from")
+        state = load_checkpoint(path)
         check_network_shape(state, agent, path)
         agent.load_state_dict(state["agent"])
         replay.load_state_dict(state["replay"])
@@ -269,6 +290,20 @@ class IterativeFuelBreakTrainer(ParallelFuelBreakTrainer):
         from omegaconf import OmegaConf
         cfg = OmegaConf.merge(cfg, {"parallel": {"backend": "sequential", "num_envs": 1, "max_workers": 1}})
         super().__init__(cfg, run_dir, tracker, resume)
+
+
+def newest_readable_checkpoint(checkpoint_dir: os.PathLike, warn: bool = False) -> Optional[Path]:
+    """``last.pt`` of ``checkpoint_dir`` if it loads, else the newest ``episode_*.pt`` that does; None when
+    none does. ``warn`` logs each one skipped."""
+    checkpoint_dir = Path(checkpoint_dir)
+    for path in [checkpoint_dir / "last.pt"] + sorted(checkpoint_dir.glob("episode_*.pt"), reverse=True):
+        try:
+            load_checkpoint(path)
+            return path
+        except CheckpointError as error:
+            if warn and path.exists():
+                log.warning("skipping checkpoint: %s", error)
+    return None
 
 
 def network_shape(agent: DQNAgent) -> dict:

@@ -19,12 +19,14 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from firebreak_exp.fire.sharing import FireExchange
+from firebreak_exp.interrupt import ignore_stop_signals
 from firebreak_exp.vector.backend import WORKER_POLL_SECONDS, Backend, WorkerDiedError, apply
 
 
 def _worker_main(conn, builder_bytes: bytes, indices: Sequence[int], exchange: Optional[FireExchange] = None) -> None:
     """Worker process: build the environments once, then serve requests until 'close' (and, with an
     ``exchange``, the other workers' fires while it waits)."""
+    ignore_stop_signals()                             # a Ctrl-C reaches the process group: the parent stops us
     try:
         builder = pickle.loads(builder_bytes)
         if exchange is not None:
