@@ -124,15 +124,51 @@ def test_ctrl_c_stops_with_a_checkpoint_and_a_second_one_at_once(tmp_path, press
         assert record.info.status == "KILLED" and record.data.tags["interrupted_by"] == "SIGINT"
 
 
-def test_resume_auto_refuses_a_folder_whose_run_has_another_config(tmp_path):
+def test_resume_auto_leaves_a_finished_run_alone_and_refuses_another_config(tmp_path):
     uri, run_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "run"
     common = ["experiment=smoke", "trainer.episodes=2", "trainer.eval_episodes=1", "resume=auto", f"tracking.uri={uri}",
               f"hydra.run.dir={run_dir}", f"landscape.cache_dir={tmp_path / 'landscapes'}"]
     first = start(*common)
     assert first.wait(timeout=300) == 0, first.communicate()
+    same = start(*common)                                  # a finished run: nothing to continue, nothing redone
+    out, err = same.communicate(timeout=300)
+    assert same.returncode == 0 and f"resume=auto: {run_dir} holds the finished MLflow run" in out, (out, err)
+    client = MlflowClient(tracking_uri=uri)
+    assert len(client.search_runs([client.get_experiment_by_name("firebreak_exp").experiment_id])) == 1
     changed = start(*common, "agent.lr=0.01")
     out, err = changed.communicate(timeout=300)
     assert changed.returncode == 2, (out[-2000:], err)
     assert only_line(err) == (f"firebreak_exp: error: resume=auto: {run_dir} holds a run with agent.lr=0.001, but "
                               f"this command sets agent.lr=0.01; choose another hydra.run.dir, or resume={run_dir} "
                               f"to continue that run with its own config")
+
+
+@pytest.mark.slow
+def test_submitit_pre_timeout_signal_checkpoints_requeues_and_continues_the_same_run(tmp_path):
+    """submitit's local executor requeues a job that exits through submitit's handler, as SLURM does: the
+    pre-timeout signal (sent here as the cluster would) checkpoints, the job is requeued, and the new
+    process continues the same MLflow run from that checkpoint (resume=auto is a submitit job's default)."""
+    uri, sweep_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "sweep"
+    sweep = start("-m", "experiment=smoke", "trainer.episodes=40", "trainer.checkpoint_frequency=8",
+                  "trainer.eval_episodes=1", "seed=0", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20",
+                  f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}", f"landscape.cache_dir={tmp_path / 'ls'}")
+    wait_for(sweep_dir / "0" / "checkpoints" / "episode_000008.pt", sweep)
+    (job,) = [p for p in psutil.Process(sweep.pid).children(recursive=True)
+              if "submitit.core._submit" in " ".join(p.cmdline())]
+    job.send_signal(signal.SIGUSR2)
+    out, err = sweep.communicate(timeout=600)
+    job_logs = "".join(p.read_text() for p in sweep_dir.glob(".submitit/*/*_log.*"))
+    assert sweep.returncode == 0, (out[-2000:], err[-2000:], job_logs[-4000:])
+    assert "Traceback" not in job_logs + err, job_logs
+    (line,) = [line for line in job_logs.splitlines() if line.startswith("firebreak_exp: ")]
+    last = sweep_dir / "0" / "checkpoints" / "last.pt"
+    assert re.fullmatch(rf"firebreak_exp: interrupted at episode \d+ \(SIGUSR2\); checkpoint {last}; the job is "
+                        rf"requeued and continues from it", line), line
+    assert "Requeued job" in job_logs and f"resumed from {last}" in job_logs
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("firebreak_exp").experiment_id])
+    (train,) = [r for r in runs if r.data.tags["run_kind"] == "train"]
+    (parent,) = [r for r in runs if r.data.tags["run_kind"] == "sweep"]
+    assert train.info.status == "FINISHED" and train.data.tags["interrupted_by"] == "SIGUSR2"
+    assert train.data.tags["mlflow.parentRunId"] == parent.info.run_id and parent.info.status == "FINISHED"
+    assert metric_histories(client, train.info.run_id)["episodes"][-1][1] == 40   # and no step logged twice
