@@ -117,7 +117,9 @@ def test_ctrl_c_stops_with_a_checkpoint_and_a_second_one_at_once(tmp_path, press
                             rf"last\.pt; resume with: python -m firebreak_exp resume={run_dir}", line), line
     else:
         assert "second SIGINT" in line and "stopped at once" in line, line
-    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["counters"]["episodes"] >= 4
+    named = re.search(r"; checkpoint (\S+); resume with: ", line)
+    assert named, line
+    assert load_checkpoint(named.group(1))["counters"]["episodes"] >= 4      # the one named loads
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers), "workers left"
     _, record = the_run(uri, run_dir)
     if presses == 1:
