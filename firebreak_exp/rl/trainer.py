@@ -5,7 +5,7 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -39,15 +39,18 @@ class ParallelExperienceCollector:
         self._seconds = 0.0   # wall clock inside collect_experiences: stepping, acting and learning
         self._steps = 0
 
-    def collect_experiences(self, num_steps: int, train_frequency: int = 1) -> dict:
-        """Take ``num_steps`` vector steps; returns counts, mean loss, epsilon and throughput.
+    def collect_experiences(self, num_steps: int, train_frequency: int = 1,
+                            stop: Optional[Callable[[], bool]] = None) -> dict:
+        """Take ``num_steps`` vector steps (fewer when ``stop()`` turns true after one: ``steps`` says how
+        many); returns counts, the losses and their mean, epsilon and throughput.
 
         The learner updates owed for the experiences stored so far run while the environments step
         (between ``step_async`` and ``wait_for_results``): on the process and Dask backends the fires
         burn on other cores meanwhile. The order of updates and steps is the same on every backend.
         """
-        losses, start = [], time.perf_counter()
-        for _ in range(num_steps):
+        losses, start, steps = [], time.perf_counter(), 0
+        while steps < num_steps and not (steps and stop is not None and stop()):
+            steps += 1
             epsilon = self.agent.epsilon(self.total_experiences)
             actions = self.agent.act(self.obs, self.infos["action_mask"], epsilon)
             self.vec_env.step_async(actions)
@@ -66,8 +69,8 @@ class ParallelExperienceCollector:
                 self.update_credit += len(actions) / train_frequency
         seconds = time.perf_counter() - start
         self._seconds += seconds
-        experiences = num_steps * self.vec_env.num_envs
-        return {"experiences": experiences, "updates": len(losses),
+        experiences = steps * self.vec_env.num_envs
+        return {"steps": steps, "experiences": experiences, "updates": len(losses), "losses": losses,
                 "loss": float(np.mean(losses)) if losses else float("nan"),
                 "epsilon": self.agent.epsilon(self.total_experiences), "seconds": seconds,
                 "experiences_per_second": experiences / seconds}
@@ -161,7 +164,7 @@ class ParallelFuelBreakTrainer:
                         progress.close()
                         save_checkpoint(self._state(loop, agent, replay, collector), self.checkpoint_dir / "last.pt")
                         raise stop.interrupted()
-                    self._collect_and_log(loop, agent, replay, collector, progress)
+                    self._collect_and_log(loop, agent, replay, collector, progress, stop)
             progress.close()
             final_state = self._state(loop, agent, replay, collector)
             self._save(final_state, "last.pt")
@@ -170,20 +173,32 @@ class ParallelFuelBreakTrainer:
             performance = collector.get_performance_stats()
         return self._finish(agent, collector, loop, performance)
 
-    def _collect_and_log(self, loop, agent, replay, collector, progress) -> None:
+    def _collect_and_log(self, loop, agent, replay, collector, progress, stop) -> None:
         """One collection of ``trainer.steps_per_collection`` vector steps, its metrics, and the periodic
-        checkpoint when one is due."""
+        checkpoint when one is due. A stop signal ends the collection after the vector step in flight; what
+        it collected so far waits in ``loop["partial_collection"]`` (and in checkpoints) for the rest, so a
+        resumed run logs the same metrics at the same steps as an uninterrupted one."""
         trainer, history, vec_env = self.cfg.trainer, loop["history"], collector.vec_env
-        stats = collector.collect_experiences(trainer.steps_per_collection, trainer.train_frequency)
+        partial = loop.get("partial_collection") or {"steps": 0, "losses": [], "episodes": {}}
+        wanted = trainer.steps_per_collection - partial["steps"]
+        stats = collector.collect_experiences(wanted, trainer.train_frequency, stop=lambda: stop.requested)
         episodes = vec_env.get_episode_stats()
+        episodes = {key: list(partial["episodes"].get(key, [])) + list(value) for key, value in episodes.items()
+                    if key != "total_episodes"}
+        losses = list(partial["losses"]) + stats["losses"]
+        if stats["steps"] < wanted:
+            loop["partial_collection"] = {"steps": partial["steps"] + stats["steps"], "losses": losses,
+                                          "episodes": episodes}
+            return
+        loop["partial_collection"] = None
         finished = len(episodes["return"])
         step = collector.total_experiences
         metrics = {"epsilon": stats["epsilon"], "updates": collector.total_updates,
                    "perf/experiences_per_second": stats["experiences_per_second"]}
-        if stats["updates"]:
-            metrics["loss"] = stats["loss"]
+        if losses:
+            metrics["loss"] = float(np.mean(losses))
             history["loss_step"].append(step)
-            history["loss"].append(stats["loss"])
+            history["loss"].append(metrics["loss"])
         if finished:
             metrics["return"] = float(np.mean(episodes["return"]))
             metrics["burned_area_reduction"] = float(np.mean(episodes["burned_area_reduction"]))
