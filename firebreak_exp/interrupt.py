@@ -1,8 +1,8 @@
 """Graceful stop: SIGINT (Ctrl-C), SIGTERM and submitit's pre-timeout signal end a run at a safe point.
 
 Inside :meth:`GracefulStop.deferred` (the training loop) the first signal is only noted; the loop acts on
-it between two collections (the vector step in flight is finished, never recorded twice), writes a
-checkpoint and raises :class:`Interrupted`. Outside it, and for a second signal anywhere, Interrupted is
+it once the vector step in flight is finished (never recorded twice), writes a checkpoint and raises
+:class:`Interrupted`. Outside it, and for a second signal anywhere, Interrupted is
 raised at once. The command turns Interrupted into one line and exit status ``128 + signal`` (130 for
 SIGINT, 143 for SIGTERM).
 

@@ -131,8 +131,8 @@ class ParallelFuelBreakTrainer:
     def train(self) -> dict:
         """Run the loop until ``trainer.episodes`` episodes are finished; returns a summary.
 
-        SIGINT/SIGTERM (firebreak_exp.interrupt) stop it between two collections with ``last.pt`` written,
-        raising Interrupted that names the episode, the checkpoint and this run folder."""
+        SIGINT/SIGTERM (firebreak_exp.interrupt) stop it after the vector step in flight with ``last.pt``
+        written, raising Interrupted that names the episode, the checkpoint and this run folder."""
         with graceful_stop() as stop:
             try:
                 return self._train(stop)
@@ -158,7 +158,7 @@ class ParallelFuelBreakTrainer:
                 self._pretrain(agent, replay)
             self.episodes_done = loop["episodes"]
             progress = _progress_bar(trainer.episodes, trainer.progress, initial=loop["episodes"])
-            with stop.deferred():   # a signal is acted on here, between two collections
+            with stop.deferred():   # a signal is acted on here, after the vector step in flight
                 while loop["episodes"] < trainer.episodes:
                     if stop.requested:
                         progress.close()
