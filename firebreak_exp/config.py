@@ -66,7 +66,7 @@ class ParallelConfig:
     max_workers: Optional[int] = None    # None = min(num_envs, cores); dask with an address: its worker count
     address: Optional[str] = None        # dask only: scheduler of a running cluster, e.g. tcp://10.0.0.5:8786;
                                          # None = a LocalCluster on 127.0.0.1 for the run
-    step_timeout_s: Optional[float] = None  # process and dask: seconds a worker may take to start or to step its
+    step_timeout_s: Optional[float] = None  # process, joblib, dask: seconds a worker may take to start or to step its
                                          # environments before it is stopped with an error naming it; None = no limit
     share_fires: bool = True             # process only: workers burn each other's fires (simulators that burn
                                          # every fire anew, e.g. pyretechnics): no core idles while one evaluates

@@ -37,7 +37,7 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
     e.g. ``tcp://10.0.0.5:8786``; without it a LocalCluster of ``max_workers``
     single-threaded worker processes starts on 127.0.0.1. ``share_fires`` (process backend only): the
     workers burn each other's fires (:class:`~firebreak_exp.fire.sharing.FireExchange`). ``step_timeout_s``
-    (process and dask backends): seconds a worker may take to answer (to start, or to step its
+    (process, joblib and dask backends): seconds a worker may take to answer (to start, or to step its
     environments) before it is stopped and WorkerDiedError names it; None waits as long as it takes.
     """
 

@@ -26,12 +26,12 @@ vec_env.close()
 """
 
 FAULTY_ENVS = """
-import multiprocessing
+import os
 import time
 
 from firebreak_exp.vector.env import VectorizedFireEnv
 
-IN_WORKER = multiprocessing.parent_process() is not None
+IN_WORKER = os.getpid() != int(os.environ.setdefault("FAULTY_ENVS_PARENT_PID", str(os.getpid())))
 
 
 class FailsToBuild(VectorizedFireEnv):
@@ -50,9 +50,9 @@ class Hangs(VectorizedFireEnv):
 """
 
 FAILS_AT_IMPORT = """
-import multiprocessing
+import os
 
-if multiprocessing.parent_process() is not None:
+if os.getpid() != int(os.environ.setdefault("FAULTY_ENVS_PARENT_PID", str(os.getpid()))):
     raise ImportError("libfire.so: cannot open shared object file")
 
 from firebreak_exp.vector.env import VectorizedFireEnv
@@ -135,17 +135,24 @@ def test_a_worker_that_hangs_past_step_timeout_is_stopped_and_named(make_cfg, fa
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in workers), "workers left"
 
 
+WORKER = {"dask": r"Dask worker tcp://127\.0\.0\.1:\d+", "joblib": r"joblib \(loky\) worker of"}
+CANNOT_BUILD = {"dask": r" could not build the environments \[0\]: ", "joblib": r" environments \[0\] could not build its "
+                r"environments: "}
+NO_ANSWER = {"dask": r" holding environments \[1\] gave no answer within 10 s \(parallel.step_timeout_s\)",
+             "joblib": r" environments \[1\] \(pid \d+\) gave no answer within 10 s \(parallel.step_timeout_s\)"}
+
+
 @pytest.mark.slow
-def test_dask_actors_that_cannot_build_or_hang_name_their_worker(make_cfg, faulty_modules):
+@pytest.mark.parametrize("backend", ["dask", "joblib"])
+def test_workers_of_other_backends_that_cannot_build_or_hang_are_named(make_cfg, faulty_modules, backend):
     from faulty_envs import FailsToBuild, Hangs
     cfg = make_cfg()
     landscapes = build_landscapes(cfg).train
-    with pytest.raises(WorkerDiedError, match=r"^Dask worker tcp://127\.0\.0\.1:\d+ could not build the environments "
-                                              r"\[0\]: RuntimeError: no licence server for this simulator$"):
-        FailsToBuild(landscapes, num_envs=2, method="dask", max_workers=2, env_kwargs=env_kwargs(cfg))
-    with Hangs(landscapes, num_envs=2, method="dask", max_workers=2, env_kwargs=env_kwargs(cfg),
+    with pytest.raises(WorkerDiedError, match=rf"^{WORKER[backend]}{CANNOT_BUILD[backend]}RuntimeError: no licence "
+                                              rf"server for this simulator$"):
+        FailsToBuild(landscapes, num_envs=2, method=backend, max_workers=2, env_kwargs=env_kwargs(cfg))
+    with Hangs(landscapes, num_envs=2, method=backend, max_workers=2, env_kwargs=env_kwargs(cfg),
                step_timeout_s=10) as vec_env:
         _, infos = vec_env.reset(seed=0)
-        with pytest.raises(WorkerDiedError, match=r"^Dask worker tcp://127\.0\.0\.1:\d+ holding environments \[1\] "
-                                                  r"gave no answer within 10 s \(parallel.step_timeout_s\)"):
+        with pytest.raises(WorkerDiedError, match=rf"^{WORKER[backend]}{NO_ANSWER[backend]}"):
             vec_env.step([int(mask.nonzero()[0][0]) for mask in infos["action_mask"]])
