@@ -66,6 +66,8 @@ class ParallelConfig:
     max_workers: Optional[int] = None    # None = min(num_envs, cores); dask with an address: its worker count
     address: Optional[str] = None        # dask only: scheduler of a running cluster, e.g. tcp://10.0.0.5:8786;
                                          # None = a LocalCluster on 127.0.0.1 for the run
+    step_timeout_s: Optional[float] = None  # process, joblib, dask: seconds a worker may take to start or to step its
+                                         # environments before it is stopped with an error naming it; None = no limit
     share_fires: bool = True             # process only: workers burn each other's fires (simulators that burn
                                          # every fire anew, e.g. pyretechnics): no core idles while one evaluates
 
@@ -132,7 +134,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     seed: int = 0
     experiment_name: Optional[str] = None  # set by experiment presets, logged as a tag
-    resume: Optional[str] = None         # run folder or MLflow run id of a run to continue
+    resume: Optional[str] = None         # run folder or MLflow run id of a run to continue, or "auto"
 
 
 def register_configs() -> None:
@@ -168,6 +170,9 @@ def check_values(cfg: Any) -> None:
             raise ValueError(f"{key}={value}: expected a positive integer")
     if cfg.agent.get("num_threads") is not None and cfg.agent.num_threads <= 0:
         raise ValueError(f"agent.num_threads={cfg.agent.num_threads}: expected a positive integer or null")
+    timeout = cfg.parallel.get("step_timeout_s")
+    if timeout is not None and not 0 < timeout < float("inf"):
+        raise ValueError(f"parallel.step_timeout_s={timeout}: expected a positive number of seconds or null")
     if cfg.parallel.max_workers is not None and cfg.parallel.max_workers <= 0:
         raise ValueError(f"parallel.max_workers={cfg.parallel.max_workers}: expected a positive integer or null")
     for key in ("budget_percent", "percentage_increment"):

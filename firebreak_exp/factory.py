@@ -123,5 +123,6 @@ def make_vector_env(cfg, split: str = "train", **overrides: Mapping) -> Vectoriz
     sizes = {"num_envs": overrides["num_envs"], "max_workers": cfg.parallel.max_workers} \
         if "num_envs" in overrides else resolve_parallel(cfg)
     parallel = {**sizes, "method": cfg.parallel.backend, "address": cfg.parallel.get("address"),
-                "share_fires": cfg.parallel.get("share_fires", True), **overrides}
+                "share_fires": cfg.parallel.get("share_fires", True),
+                "step_timeout_s": cfg.parallel.get("step_timeout_s"), **overrides}
     return VectorizedFireEnv(getattr(landscapes, split), env_kwargs=env_kwargs(cfg), **parallel)

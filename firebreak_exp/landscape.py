@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import os
 import shutil
@@ -32,6 +33,8 @@ import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from pyretechnics.fuel_models import list_fuel_models
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "LAYERS",
@@ -732,6 +735,22 @@ def load_landscapes(
     return LandscapeSet(train=list(cached.train), heldout=list(cached.heldout), source=cached.source)
 
 
+def _cached_synthetic_stack(folder: Path, rows: int, cols: int, seed: int, layer_patterns) -> dict:
+    """The layers of the synthetic landscape cached in ``folder``, written first if absent. A cached folder
+    that cannot be read (a corrupt or missing raster, a damaged manifest) is reported as a warning naming
+    what is wrong, set aside and written anew."""
+    try:
+        return read_layers(write_synthetic_landscape(folder, rows, cols, seed), layer_patterns)
+    except (LandscapeError, ValueError) as error:       # ValueError: a damaged synthetic.json
+        if not folder.exists():
+            raise
+        log.warning("synthetic landscape cache %s is unreadable (%s); rebuilding it", folder, error)
+        discarded = Path(tempfile.mkdtemp(prefix=f".{folder.name}.corrupt-", dir=folder.parent))
+        os.replace(folder, discarded / folder.name)    # readers of the old folder keep their open files
+        shutil.rmtree(discarded, ignore_errors=True)
+    return read_layers(write_synthetic_landscape(folder, rows, cols, seed), layer_patterns)
+
+
 @functools.lru_cache(maxsize=16)
 def _load_landscapes_cached(
     source, grid_size, num_landscapes, heldout_fraction, raster_dir, patterns_key,
@@ -740,11 +759,11 @@ def _load_landscapes_cached(
     layer_patterns = dict(patterns_key) if patterns_key else None
     if source == "synthetic":
         folder = Path(cache_dir) / f"synthetic_{synthetic_rows}x{synthetic_cols}_seed{seed}"
-        raster_dir = write_synthetic_landscape(folder, synthetic_rows, synthetic_cols, seed)
-        label = "synthetic"
+        raster_dir, label = folder, "synthetic"
+        stack = _cached_synthetic_stack(folder, synthetic_rows, synthetic_cols, seed, layer_patterns)
     else:
         label = raster_dir
-    stack = read_layers(raster_dir, layer_patterns)
+        stack = read_layers(raster_dir, layer_patterns)
     tiles = cut_tiles(stack, grid_size)
     if not tiles:
         raise LandscapeError(f"no {grid_size}×{grid_size} tile of {raster_dir} lies fully inside the valid (non-nodata) area")

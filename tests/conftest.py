@@ -2,6 +2,7 @@
 fire simulators on it, scratch MLflow stores, vector-env rollouts."""
 import os
 import socket
+from collections import Counter
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,20 @@ def require_shared(path: Path) -> Path:
     if os.environ.get("FIREBREAK_REQUIRE_SHARED") == "1":
         pytest.fail(reason + "; FIREBREAK_REQUIRE_SHARED=1 makes this a failure")
     pytest.skip(reason)
+
+
+def metric_histories(client, run_id: str) -> dict:
+    """Metric -> sorted (step, value) of an MLflow run, throughput (``perf/``) left out; asserts that no
+    metric was logged twice at one step."""
+    histories = {}
+    for key in client.get_run(run_id).data.metrics:
+        if key.startswith("perf/"):
+            continue
+        history = client.get_metric_history(run_id, key)
+        steps = Counter(m.step for m in history)
+        assert all(n == 1 for n in steps.values()), f"metric {key} logged twice at a step"
+        histories[key] = sorted((m.step, m.value) for m in history)
+    return histories
 
 
 def require_worcester() -> Path:

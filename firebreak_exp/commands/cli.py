@@ -10,8 +10,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from firebreak_exp.commands.conf import CONF_DIR, register_help_resolver  # CONF_DIR: for the commands
 from firebreak_exp.commands.errors import JobError, exit_code, exit_with_error, log, message, runtime_faults
+from firebreak_exp.commands.store_lock import StoreLockedError
 from firebreak_exp.commands.tracking import TrackingUnavailableError
 from firebreak_exp.config import validate
+from firebreak_exp.interrupt import Interrupted
 from firebreak_exp.landscape import LandscapeError
 from firebreak_exp.vector.backend import ClusterUnavailableError, resolve_backend
 
@@ -35,7 +37,7 @@ def launch(main: Callable[[], object]) -> None:
 def user_errors() -> tuple:
     """Exception types that mean bad input (config, rasters, checkpoints, unreachable services), not a bug."""
     types = (LandscapeError, OmegaConfBaseException, ValueError, FileNotFoundError, TrackingUnavailableError,
-             ClusterUnavailableError)
+             ClusterUnavailableError, StoreLockedError)
     checkpoint = sys.modules.get("firebreak_exp.rl.checkpoint")  # not imported: none raised (and torch stays unloaded)
     return types + ((checkpoint.CheckpointError,) if checkpoint is not None else ())
 
@@ -49,7 +51,7 @@ def _in_multirun_job() -> bool:
 def check_inputs(cfg: DictConfig) -> None:
     """Fail before any MLflow run exists: the parallel backend, and the landscapes (read and tiled once,
     memoised, so the job's own build costs nothing). Skipped for ``resume=`` (the archived config is used)."""
-    if cfg.get("resume"):
+    if cfg.get("resume") and cfg.resume != "auto":
         return
     parallel = cfg.get("parallel")
     if parallel is not None and parallel.get("backend") is not None:
@@ -72,13 +74,20 @@ def run_job(job: Callable[[DictConfig], object], cfg: DictConfig,
             validator: Callable[[DictConfig], DictConfig] = validate,
             preflight: Optional[Callable[[DictConfig], None]] = check_inputs):
     """Validate ``cfg`` (``validator``: against the command's typed schema), check its inputs
-    (``preflight``) and run ``job``; bad input exits 2 and a dead worker exits 1, each with one line on
-    stderr (in a multirun job: a ``JobError`` with that line)."""
+    (``preflight``) and run ``job``; bad input exits 2, a dead worker exits 1 and a stop signal 128 + its
+    number, each with one line on stderr (in a multirun job: a ``JobError`` with that line, but a signal
+    stops the sweep)."""
     try:
         cfg = validator(cfg)
         if preflight is not None:
             preflight(cfg)
         return job(cfg)
+    except Interrupted as stop:   # SIGINT/SIGTERM: the job wrote its checkpoint and marked its run KILLED
+        log.warning("%s", stop.line())
+        print(stop.line(), file=sys.stderr, flush=True)
+        if stop.requeue is not None:
+            stop.requeue(stop.signum, None)   # submitit's handler: requeue this job, then exit
+        sys.exit(stop.exit_code)
     except Exception as error:
         # hydra.utils.instantiate wraps the target's own error in an InstantiationException
         cause = error.__cause__ if isinstance(error, InstantiationException) else error

@@ -23,9 +23,14 @@ class JobError(CompactHydraException):
     """One job of a multirun stopped with a clear one-line message (Hydra reports it without a traceback)."""
 
 
+class ParentRunError(RuntimeError):
+    """A multirun's parent MLflow run could not be created (its jobs are not started)."""
+
+
 def runtime_faults() -> tuple:
     """Exception types of faults outside the program that the user can act on (named in the message)."""
-    return (WorkerDiedError,)
+    checkpoint = sys.modules.get("firebreak_exp.rl.checkpoint")  # not imported: none raised (torch stays unloaded)
+    return (WorkerDiedError, ParentRunError) + ((checkpoint.CheckpointWriteError,) if checkpoint is not None else ())
 
 
 def one_line(error: BaseException) -> str:

@@ -19,7 +19,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from firebreak_exp.commands.errors import exit_with_error
+from firebreak_exp.commands.errors import ParentRunError, exit_with_error, one_line
+from firebreak_exp.commands.store_lock import StoreLockedError, store_lock
+from firebreak_exp.interrupt import Interrupted
 
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
 #: In a multirun's sweep folder: the keys its overrides sweep over, one a line (run names show their values).
@@ -92,18 +94,21 @@ class Tracker:
         check_tracking_server(uri)
         import mlflow
         from mlflow.tracking import MlflowClient
-        if uri.startswith("sqlite:///"):
-            Path(uri[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         self._mlflow = mlflow
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        with store_lock(uri):   # a new SQLite store is built when first opened: one process at a time
+            self.client = MlflowClient(tracking_uri=uri)
+            self._open_experiment(experiment, artifact_location)
+        self.run_id: Optional[str] = None
+
+    def _open_experiment(self, experiment: str, artifact_location: Optional[str]) -> None:
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
-            location = artifact_location or default_artifact_location(uri)
+            location = artifact_location or default_artifact_location(self.uri)
             try:
                 self.experiment_id = self.client.create_experiment(experiment, artifact_location=location,
                                                                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
-            except mlflow.exceptions.MlflowException:  # created meanwhile by a parallel job
+            except self._mlflow.exceptions.MlflowException:  # created meanwhile by a server's other client
                 found = self.client.get_experiment_by_name(experiment)
                 if found is None:
                     raise
@@ -111,7 +116,6 @@ class Tracker:
             self.experiment_id = found.experiment_id
             if EXPERIMENT_KIND_TAG not in found.tags:   # an experiment created without it
                 self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-        self.run_id: Optional[str] = None
 
     def start(self, run_name: str, tags: Mapping[str, str], run_id: Optional[str] = None) -> str:
         """Start a new run (or reopen ``run_id``) and return its id."""
@@ -210,11 +214,16 @@ def run_name(prefix: str) -> str:
 def tracked_run(tracking: DictConfig, name: str, tags: Mapping[str, str],
                 run_id: Optional[str] = None) -> Iterator[Tracker]:
     """One MLflow run of a job (``run_id``: reopen that run): named :func:`run_name` of ``name``, tagged
-    :func:`job_tags` plus ``tags``; it ends FINISHED, or KILLED / FAILED when the body raises."""
+    :func:`job_tags` plus ``tags``; it ends FINISHED, or KILLED / FAILED when the body raises (KILLED by a
+    signal: tagged ``interrupted_by`` with the signal's name)."""
     tracker = Tracker(tracking.uri, tracking.experiment, tracking.get("artifact_location"))
     tracker.start(run_name(name), job_tags(tags), run_id=run_id)
     try:
         yield tracker
+    except Interrupted as stop:
+        tracker.set_tags({"interrupted_by": stop.signal_name})
+        tracker.finish("KILLED")
+        raise
     except BaseException as error:
         tracker.finish("KILLED" if isinstance(error, KeyboardInterrupt) else "FAILED")
         raise
@@ -232,16 +241,22 @@ class MultirunParentCallback(Callback):
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Create the parent run; if that fails the sweep stops here with one line (Hydra would only warn
+        and run the jobs without a parent)."""
         HydraConfig.instance().set_config(config)
         tracking = config.tracking
-        try:
-            tracker = Tracker(tracking.uri, tracking.experiment, tracking.get("artifact_location"))
-        except TrackingUnavailableError as error:
-            exit_with_error(error)
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = " ".join(config.hydra.overrides.task)
-        tracker.start("sweep", {"sweep_id": str(sweep_dir.resolve()), "overrides": overrides,
-                                "git_commit": git_commit(), "run_kind": "sweep"})
+        try:
+            tracker = Tracker(tracking.uri, tracking.experiment, tracking.get("artifact_location"))
+            with store_lock(tracking.uri):
+                tracker.start("sweep", {"sweep_id": str(sweep_dir.resolve()), "overrides": overrides,
+                                        "git_commit": git_commit(), "run_kind": "sweep"})
+        except (TrackingUnavailableError, StoreLockedError) as error:
+            exit_with_error(error)
+        except Exception as error:
+            exit_with_error(ParentRunError(f"the sweep's parent run could not be created in {tracking.uri} "
+                                           f"(tracking.uri), so no job was started: {one_line(error)}"))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / SWEEP_KEYS_FILE).write_text("\n".join(sweep_keys(config.hydra.overrides.task)))
         (sweep_dir / PARENT_RUN_FILE).write_text(tracker.run_id)

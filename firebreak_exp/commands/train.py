@@ -7,6 +7,7 @@ Examples::
     python -m firebreak_exp parallel.num_envs=4,8 -m          # sweep: one parent run, a child per job
     python -m firebreak_exp --config-path <run>/.hydra --config-name config   # re-run an archived run
     python -m firebreak_exp resume=<run folder or MLflow run id>              # continue a killed run
+    python -m firebreak_exp hydra.run.dir=outputs/runs/a resume=auto          # continue a/ if it has a checkpoint
 """
 import logging
 from pathlib import Path
@@ -15,13 +16,14 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from firebreak_exp.commands.auto_resume import RUN_ID_FILE, auto_resume_run, effective_resume
 from firebreak_exp.commands.cli import CONF_DIR, run_job
 from firebreak_exp.commands.tracking import config_params, tracked_run
 from firebreak_exp.config import register_configs, validate
+from firebreak_exp.interrupt import graceful_stop
 
 log = logging.getLogger("firebreak_exp")
 register_configs()
-RUN_ID_FILE = ".mlflow_run_id"
 
 
 def locate_run(resume: str, tracking_uri: str) -> tuple[Path, str]:
@@ -44,19 +46,26 @@ def locate_run(resume: str, tracking_uri: str) -> tuple[Path, str]:
 def train_job(cfg: DictConfig) -> dict:
     """One training job inside an MLflow run; the config archive is logged first."""
     from firebreak_exp.rl.trainer import ParallelFuelBreakTrainer
-    resume_id = None
-    if cfg.resume:
-        run_dir, resume_id = locate_run(cfg.resume, cfg.tracking.uri)
-        cfg = validate(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
-    else:
+    with graceful_stop():   # SIGINT/SIGTERM from here on end in a checkpoint and one line (cli.run_job)
+        resume_id, resume = None, effective_resume(cfg.resume)
         run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
-    tags = {"run_kind": "train", "experiment_name": str(cfg.experiment_name or "default"), "run_dir": str(run_dir)}
-    with tracked_run(cfg.tracking, "train", tags, run_id=resume_id) as tracker:
-        if resume_id is None:
-            (run_dir / RUN_ID_FILE).write_text(tracker.run_id)
-            tracker.log_params(config_params(cfg))
-            tracker.log_artifact(run_dir / ".hydra", ".hydra")
-        summary = ParallelFuelBreakTrainer(cfg, run_dir, tracker, resume=resume_id is not None).train()
+        if resume == "auto":
+            previous = auto_resume_run(run_dir, cfg, cfg.tracking.uri)
+            if previous is not None and previous.info.status == "FINISHED":
+                log.info("resume=auto: %s holds the finished MLflow run %s; nothing to do", run_dir,
+                         previous.info.run_id)
+                return None
+            resume_id = previous.info.run_id if previous is not None else None
+        elif resume:
+            run_dir, resume_id = locate_run(resume, cfg.tracking.uri)
+            cfg = validate(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+        tags = {"run_kind": "train", "experiment_name": str(cfg.experiment_name or "default"), "run_dir": str(run_dir)}
+        with tracked_run(cfg.tracking, "train", tags, run_id=resume_id) as tracker:
+            if resume_id is None:
+                (run_dir / RUN_ID_FILE).write_text(tracker.run_id)
+                tracker.log_params(config_params(cfg))
+                tracker.log_artifact(run_dir / ".hydra", ".hydra")
+            summary = ParallelFuelBreakTrainer(cfg, run_dir, tracker, resume=resume_id is not None).train()
     log.info("MLflow run %s in %s", tracker.run_id, cfg.tracking.uri)
     return summary
 

@@ -4,6 +4,7 @@
 counters (``torch.load(weights_only=True)`` can read it); the replay buffer goes
 beside it as ``<name>.replay.npz`` and the checkpoint records that path.
 """
+import io
 import os
 import pickle
 import tempfile
@@ -19,6 +20,10 @@ REPLAY_SUFFIX = ".replay.npz"
 
 class CheckpointError(ValueError):
     """A file that is missing, truncated, or not a firebreak_exp checkpoint."""
+
+
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (full disk, read-only folder); the previous one is intact."""
 
 
 #: The replay buffer's per-transition arrays saved up to its size (the break masks are saved bit-packed).
@@ -49,13 +54,42 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def _serialized(write) -> bytes:
+    """What ``write(handle)`` writes, in memory: a failing disk then fails one plain write, never a
+    half-written zip archive whose writer complains again when it is garbage-collected."""
+    buffer = io.BytesIO()
+    write(buffer)
+    return buffer.getvalue()
+
+
+def _write_temporary(path: Path, data: bytes) -> Path:
+    """``data`` in a new temporary file beside ``path``, flushed to disk; returns its path (removed again
+    if anything fails)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())   # a full disk can refuse the data only now
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
+
+
 def replay_file(path: Path) -> Path:
     """The replay buffer file beside checkpoint ``path`` (``<name>.replay.npz``)."""
     return path.with_name(path.stem + REPLAY_SUFFIX)
 
 
 def save_checkpoint(state: dict, path: os.PathLike) -> Path:
-    """Write ``state`` (agent, replay, rng, counters, network) to ``path`` and its replay beside it."""
+    """Write ``state`` (agent, replay, rng, counters, network) to ``path`` and its replay beside it.
+
+    Both files are written completely before either replaces its previous version, so a write that fails
+    (full disk, read-only folder) leaves the previous checkpoint at ``path`` whole and raises
+    CheckpointWriteError naming the file.
+    """
     path = Path(path)
     replay = {k: np.asarray(v) for k, v in state["replay"].items()}
     size = int(replay["size"])
@@ -65,11 +99,24 @@ def save_checkpoint(state: dict, path: os.PathLike) -> Path:
     replay["fuel_breaks_packed"] = np.packbits(breaks[:size], axis=-1)
     replay["fuel_breaks_shape"] = np.array(breaks.shape)
     replay_path = replay_file(path)
-    _atomic_write(replay_path, lambda tmp: np.savez_compressed(open(tmp, "wb"), **replay))
     payload = {k: v for k, v in state.items() if k != "replay"}
     payload["replay_path"] = replay_path.name
     payload["format"] = "firebreak_exp/1"
-    _atomic_write(path, lambda tmp: torch.save(_to_tensors(payload), tmp))
+    files = {replay_path: _serialized(lambda handle: np.savez_compressed(handle, **replay)),
+             path: _serialized(lambda handle: torch.save(_to_tensors(payload), handle))}
+    written = []
+    try:
+        for target, data in files.items():
+            written.append((_write_temporary(target, data), target))
+        for tmp, final in written:
+            target = final
+            os.replace(tmp, final)
+    except OSError as error:
+        raise CheckpointWriteError(f"checkpoint {target} could not be written ({error.strerror or error}); "
+                                   f"the run stops, the checkpoints already in {path.parent} are kept") from error
+    finally:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
     return path
 
 

@@ -25,6 +25,7 @@ import os
 import tempfile
 import time
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -190,7 +191,7 @@ def load_or_generate_expert_memories(cfg, episodes: Optional[int] = None, regene
                 log.info("expert memories: %d transitions from %s", len(memories["actions"]), path)
                 return memories
             log.warning("expert memories %s lack %s; regenerating", path, sorted(set(ARRAY_KEYS) - set(memories)))
-        except (OSError, ValueError, zipfile.BadZipFile) as error:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             log.warning("expert memories %s are unreadable (%s); regenerating", path, error)
     memories = generate_expert_memories(cfg, episodes, sigma_fraction, symmetric)
     _atomic_savez(path, memories)

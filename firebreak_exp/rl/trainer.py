@@ -5,12 +5,13 @@ import random
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from firebreak_exp.factory import make_vector_env
+from firebreak_exp.interrupt import Interrupted, graceful_stop
 from firebreak_exp.planning.evaluation import evaluate_policy
 from firebreak_exp.plots import plot_fuel_breaks, plot_training_curves
 from firebreak_exp.rl.checkpoint import CheckpointError, load_checkpoint, replay_file, save_checkpoint
@@ -38,15 +39,18 @@ class ParallelExperienceCollector:
         self._seconds = 0.0   # wall clock inside collect_experiences: stepping, acting and learning
         self._steps = 0
 
-    def collect_experiences(self, num_steps: int, train_frequency: int = 1) -> dict:
-        """Take ``num_steps`` vector steps; returns counts, mean loss, epsilon and throughput.
+    def collect_experiences(self, num_steps: int, train_frequency: int = 1,
+                            stop: Optional[Callable[[], bool]] = None) -> dict:
+        """Take ``num_steps`` vector steps (fewer when ``stop()`` turns true after one: ``steps`` says how
+        many); returns counts, the losses and their mean, epsilon and throughput.
 
         The learner updates owed for the experiences stored so far run while the environments step
         (between ``step_async`` and ``wait_for_results``): on the process and Dask backends the fires
         burn on other cores meanwhile. The order of updates and steps is the same on every backend.
         """
-        losses, start = [], time.perf_counter()
-        for _ in range(num_steps):
+        losses, start, steps = [], time.perf_counter(), 0
+        while steps < num_steps and not (steps and stop is not None and stop()):
+            steps += 1
             epsilon = self.agent.epsilon(self.total_experiences)
             actions = self.agent.act(self.obs, self.infos["action_mask"], epsilon)
             self.vec_env.step_async(actions)
@@ -65,8 +69,8 @@ class ParallelExperienceCollector:
                 self.update_credit += len(actions) / train_frequency
         seconds = time.perf_counter() - start
         self._seconds += seconds
-        experiences = num_steps * self.vec_env.num_envs
-        return {"experiences": experiences, "updates": len(losses),
+        experiences = steps * self.vec_env.num_envs
+        return {"steps": steps, "experiences": experiences, "updates": len(losses), "losses": losses,
                 "loss": float(np.mean(losses)) if losses else float("nan"),
                 "epsilon": self.agent.epsilon(self.total_experiences), "seconds": seconds,
                 "experiences_per_second": experiences / seconds}
@@ -118,13 +122,26 @@ class ParallelFuelBreakTrainer:
         self.tracker = tracker
         self.resume = resume
         self.logged_until = -1  # metric steps up to this one are already in the MLflow run
+        self.episodes_done = 0
 
     def _log(self, metrics: dict, step: int) -> None:
         if self.tracker is not None and step > self.logged_until:
             self.tracker.log_metrics(metrics, step)
 
     def train(self) -> dict:
-        """Run the loop until ``trainer.episodes`` episodes are finished; returns a summary."""
+        """Run the loop until ``trainer.episodes`` episodes are finished; returns a summary.
+
+        SIGINT/SIGTERM (firebreak_exp.interrupt) stop it after the vector step in flight with ``last.pt``
+        written, raising Interrupted that names the episode, the checkpoint and this run folder."""
+        with graceful_stop() as stop:
+            try:
+                return self._train(stop)
+            except Interrupted as interrupted:
+                interrupted.episode, interrupted.run_dir = self.episodes_done, self.run_dir
+                interrupted.checkpoint = newest_readable_checkpoint(self.checkpoint_dir)
+                raise
+
+    def _train(self, stop) -> dict:
         cfg, trainer = self.cfg, self.cfg.trainer
         seed_everything(int(cfg.seed), trainer.deterministic)
         with make_vector_env(cfg) as vec_env:
@@ -139,33 +156,15 @@ class ParallelFuelBreakTrainer:
                 loop = self._restore(agent, replay, collector)
             elif trainer.expert_memories > 0:
                 self._pretrain(agent, replay)
-            history = loop["history"]
+            self.episodes_done = loop["episodes"]
             progress = _progress_bar(trainer.episodes, trainer.progress, initial=loop["episodes"])
-            while loop["episodes"] < trainer.episodes:
-                stats = collector.collect_experiences(trainer.steps_per_collection, trainer.train_frequency)
-                episodes = vec_env.get_episode_stats()
-                finished = len(episodes["return"])
-                step = collector.total_experiences
-                metrics = {"epsilon": stats["epsilon"], "updates": collector.total_updates,
-                           "perf/experiences_per_second": stats["experiences_per_second"]}
-                if stats["updates"]:
-                    metrics["loss"] = stats["loss"]
-                    history["loss_step"].append(step)
-                    history["loss"].append(stats["loss"])
-                if finished:
-                    metrics["return"] = float(np.mean(episodes["return"]))
-                    metrics["burned_area_reduction"] = float(np.mean(episodes["burned_area_reduction"]))
-                    metrics["relative_reduction"] = float(np.mean(episodes["relative_reduction"]))
-                    for key in ("return", "burned_area_reduction"):
-                        history[key].extend(episodes[key])
-                    history["episode"].extend(range(loop["episodes"] + 1, loop["episodes"] + 1 + finished))
-                loop["episodes"] += finished
-                metrics["episodes"] = loop["episodes"]
-                self._log(metrics, step)
-                progress.update(finished)
-                progress.set_postfix(exp_s=f"{stats['experiences_per_second']:.1f}", eps=f"{stats['epsilon']:.2f}")
-                if loop["episodes"] >= loop["next_checkpoint"]:
-                    self._periodic_checkpoint(loop, agent, replay, collector)
+            with stop.deferred():   # a signal is acted on here, after the vector step in flight
+                while loop["episodes"] < trainer.episodes:
+                    if stop.requested:
+                        progress.close()
+                        save_checkpoint(self._state(loop, agent, replay, collector), self.checkpoint_dir / "last.pt")
+                        raise stop.interrupted()
+                    self._collect_and_log(loop, agent, replay, collector, progress, stop)
             progress.close()
             final_state = self._state(loop, agent, replay, collector)
             self._save(final_state, "last.pt")
@@ -173,6 +172,48 @@ class ParallelFuelBreakTrainer:
                 self._save(final_state, "best.pt")
             performance = collector.get_performance_stats()
         return self._finish(agent, collector, loop, performance)
+
+    def _collect_and_log(self, loop, agent, replay, collector, progress, stop) -> None:
+        """One collection of ``trainer.steps_per_collection`` vector steps, its metrics, and the periodic
+        checkpoint when one is due. A stop signal ends the collection after the vector step in flight; what
+        it collected so far waits in ``loop["partial_collection"]`` (and in checkpoints) for the rest, so a
+        resumed run logs the same metrics at the same steps as an uninterrupted one."""
+        trainer, history, vec_env = self.cfg.trainer, loop["history"], collector.vec_env
+        partial = loop.get("partial_collection") or {"steps": 0, "losses": [], "episodes": {}}
+        wanted = trainer.steps_per_collection - partial["steps"]
+        stats = collector.collect_experiences(wanted, trainer.train_frequency, stop=lambda: stop.requested)
+        episodes = vec_env.get_episode_stats()
+        episodes = {key: list(partial["episodes"].get(key, [])) + list(value) for key, value in episodes.items()
+                    if key != "total_episodes"}
+        losses = list(partial["losses"]) + stats["losses"]
+        if stats["steps"] < wanted:
+            loop["partial_collection"] = {"steps": partial["steps"] + stats["steps"], "losses": losses,
+                                          "episodes": episodes}
+            return
+        loop["partial_collection"] = None
+        finished = len(episodes["return"])
+        step = collector.total_experiences
+        metrics = {"epsilon": stats["epsilon"], "updates": collector.total_updates,
+                   "perf/experiences_per_second": stats["experiences_per_second"]}
+        if losses:
+            metrics["loss"] = float(np.mean(losses))
+            history["loss_step"].append(step)
+            history["loss"].append(metrics["loss"])
+        if finished:
+            metrics["return"] = float(np.mean(episodes["return"]))
+            metrics["burned_area_reduction"] = float(np.mean(episodes["burned_area_reduction"]))
+            metrics["relative_reduction"] = float(np.mean(episodes["relative_reduction"]))
+            for key in ("return", "burned_area_reduction"):
+                history[key].extend(episodes[key])
+            history["episode"].extend(range(loop["episodes"] + 1, loop["episodes"] + 1 + finished))
+        loop["episodes"] += finished
+        self.episodes_done = loop["episodes"]
+        metrics["episodes"] = loop["episodes"]
+        self._log(metrics, step)
+        progress.update(finished)
+        progress.set_postfix(exp_s=f"{stats['experiences_per_second']:.1f}", eps=f"{stats['epsilon']:.2f}")
+        if loop["episodes"] >= loop["next_checkpoint"]:
+            self._periodic_checkpoint(loop, agent, replay, collector)
 
     def _pretrain(self, agent, replay) -> None:
         """Pre-fill the buffer with expert transitions and run ``pretrain_steps`` updates on them."""
@@ -215,15 +256,10 @@ class ParallelFuelBreakTrainer:
 
     def _restore(self, agent, replay, collector) -> dict:
         """Load the newest readable checkpoint; a truncated one is reported and the previous one used."""
-        candidates = [self.checkpoint_dir / "last.pt"] + sorted(self.checkpoint_dir.glob("episode_*.pt"), reverse=True)
-        for path in candidates:
-            try:
-                state = load_checkpoint(path)
-                break
-            except CheckpointError as error:
-                log.warning("skipping checkpoint: %s", error)
-        else:
+        path = newest_readable_checkpoint(self.checkpoint_dir, warn=True)
+        if path is None:
             raise CheckpointError(f"no readable checkpoint in {self.checkpoint_dir} to resume from")
+        state = load_checkpoint(path)
         check_network_shape(state, agent, path)
         agent.load_state_dict(state["agent"])
         replay.load_state_dict(state["replay"])
@@ -269,6 +305,20 @@ class IterativeFuelBreakTrainer(ParallelFuelBreakTrainer):
         from omegaconf import OmegaConf
         cfg = OmegaConf.merge(cfg, {"parallel": {"backend": "sequential", "num_envs": 1, "max_workers": 1}})
         super().__init__(cfg, run_dir, tracker, resume)
+
+
+def newest_readable_checkpoint(checkpoint_dir: os.PathLike, warn: bool = False) -> Optional[Path]:
+    """``last.pt`` of ``checkpoint_dir`` if it loads, else the newest ``episode_*.pt`` that does; None when
+    none does. ``warn`` logs each one skipped."""
+    checkpoint_dir = Path(checkpoint_dir)
+    for path in [checkpoint_dir / "last.pt"] + sorted(checkpoint_dir.glob("episode_*.pt"), reverse=True):
+        try:
+            load_checkpoint(path)
+            return path
+        except CheckpointError as error:
+            if warn and path.exists():
+                log.warning("skipping checkpoint: %s", error)
+    return None
 
 
 def network_shape(agent: DQNAgent) -> dict:

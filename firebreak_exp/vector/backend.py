@@ -25,6 +25,8 @@ BACKENDS = {
 BACKEND_ALIASES = {"threading": "thread", "multiprocessing": "process", "loky": "joblib"}
 #: Seconds between checks that the workers a backend waits on are alive.
 WORKER_POLL_SECONDS = 0.5
+#: Seconds a worker may take to start and build its environments when ``step_timeout_s`` is shorter.
+WORKER_START_SECONDS = 120.0
 
 
 class WorkerDiedError(RuntimeError):
@@ -86,6 +88,7 @@ class Backend(abc.ABC):
         self.envs: list = []
         self.failed: Optional[str] = None
         self.in_flight = False
+        self.step_timeout_s: Optional[float] = None   # seconds a worker may take to answer (None: no limit)
 
     @classmethod
     def for_env(cls, vec_env, requested_workers: Optional[int]) -> "Backend":
@@ -128,6 +131,10 @@ class Backend(abc.ABC):
         """:meth:`dispatch` then :meth:`gather`."""
         self.dispatch(command, payloads)
         return self.gather()
+
+    def start_limit(self) -> Optional[float]:
+        """Seconds a worker may take to start: ``step_timeout_s``, at least WORKER_START_SECONDS; None: no limit."""
+        return None if self.step_timeout_s is None else max(self.step_timeout_s, WORKER_START_SECONDS)
 
     def fail(self, message: str, cause: Optional[BaseException] = None) -> NoReturn:
         """Mark the backend unusable (results of other workers may be in flight) and raise WorkerDiedError."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import time
 from dataclasses import dataclass
 from typing import Any, List, Optional, Sequence
 
@@ -104,7 +105,30 @@ class DaskBackend(Backend):
             submitted.append((task, indices.tolist(), worker))
         with client.as_current():  # the actor proxies talk through this client, not a global one
             for task, indices, worker in submitted:
-                self.groups.append(EnvGroup(task.result(), task, indices, worker))
+                self.groups.append(EnvGroup(self._placed(task, indices, worker), task, indices, worker))
+
+    def _placed(self, task, indices: List[int], worker: str) -> Any:
+        """The actor of ``task`` once its environments are built; WorkerDiedError names the worker when they
+        cannot be built there, when the worker leaves the cluster meanwhile, or when building takes longer
+        than :meth:`start_limit`."""
+        started, limit = time.monotonic(), self.start_limit()
+        while True:
+            try:
+                return task.result(timeout=WORKER_POLL_SECONDS)
+            except TimeoutError:
+                if worker not in self.client.scheduler_info(n_workers=-1)["workers"]:
+                    self.fail(f"Dask worker {worker} left the cluster before the environments {indices} were "
+                              f"built there")
+                if limit is not None and time.monotonic() - started > limit:
+                    self.fail(f"Dask worker {worker} did not build the environments {indices} within {limit:g} s "
+                              f"(parallel.step_timeout_s)")
+            except Exception as error:
+                if _is_lost_dask_worker(error):
+                    self.fail(f"Dask worker {worker} died before the environments {indices} were built ({error})",
+                              error)
+                first_line = (str(error).strip().splitlines() or [""])[0]
+                self.fail(f"Dask worker {worker} could not build the environments {indices}: "
+                          f"{type(error).__name__}: {first_line}", error)
 
     def _send(self, command: str, payloads: Sequence[Any]) -> None:
         # one actor call per worker, carrying only that worker's payloads
@@ -116,6 +140,7 @@ class DaskBackend(Backend):
         return [result for call, group in calls for result in self._result(call, group)]
 
     def _result(self, call, group: EnvGroup) -> Any:
+        started = time.monotonic()
         while True:
             try:
                 return call.result(timeout=WORKER_POLL_SECONDS)
@@ -123,6 +148,10 @@ class DaskBackend(Backend):
                 if group.task.status not in ("finished", "pending"):
                     self.fail(f"Dask worker {group.worker} holding environments {group.indices} was lost "
                               f"(actor status {group.task.status}); their steps are lost")
+                if self.step_timeout_s is not None and time.monotonic() - started > self.step_timeout_s:
+                    self.fail(f"Dask worker {group.worker} holding environments {group.indices} gave no answer "
+                              f"within {self.step_timeout_s:g} s (parallel.step_timeout_s); their steps are lost "
+                              f"(an environment stuck in a loop?)")
             except Exception as error:
                 if _is_lost_dask_worker(error):
                     self.fail(f"Dask worker {group.worker} holding environments {group.indices} died ({error}); "

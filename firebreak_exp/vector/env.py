@@ -36,14 +36,16 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
     importable there. ``address`` (dask backend only) is a running Dask scheduler,
     e.g. ``tcp://10.0.0.5:8786``; without it a LocalCluster of ``max_workers``
     single-threaded worker processes starts on 127.0.0.1. ``share_fires`` (process backend only): the
-    workers burn each other's fires (:class:`~firebreak_exp.fire.sharing.FireExchange`).
+    workers burn each other's fires (:class:`~firebreak_exp.fire.sharing.FireExchange`). ``step_timeout_s``
+    (process, joblib and dask backends): seconds a worker may take to answer (to start, or to step its
+    environments) before it is stopped and WorkerDiedError names it; None waits as long as it takes.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, landscapes: Sequence[Any], num_envs: int, method: str = "sequential",
                  max_workers: Optional[int] = None, env_kwargs: Optional[dict] = None,
-                 address: Optional[str] = None, share_fires: bool = True):
+                 address: Optional[str] = None, share_fires: bool = True, step_timeout_s: Optional[float] = None):
         if int(num_envs) <= 0:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.landscapes = landscapes
@@ -57,6 +59,7 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         self._completed_episodes: list[dict] = []
         self._episode_cursor = 0
         self.runner: Backend = backend_class(self.backend).for_env(self, max_workers)
+        self.runner.step_timeout_s = None if step_timeout_s is None else float(step_timeout_s)
         try:
             self.runner.start(self)
         except BaseException:

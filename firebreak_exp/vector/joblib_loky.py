@@ -8,13 +8,15 @@ to its worker: a shared pool cannot route a task to the worker that holds its en
 shared reusable executor waits for running tasks before it resizes).
 
 Tasks travel by cloudpickle, so a ``create_environment`` override defined in a notebook or ``__main__``
-works here. A worker that dies (killed, out of memory) raises
-:class:`~firebreak_exp.vector.backend.WorkerDiedError`.
+works here. A worker that dies (killed, out of memory), cannot build its environments, or gives no answer
+within ``step_timeout_s`` raises :class:`~firebreak_exp.vector.backend.WorkerDiedError` naming it.
 """
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Sequence
+import time
+from concurrent.futures import TimeoutError as FuturesTimeoutError
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from joblib.externals.loky import BrokenProcessPool, ProcessPoolExecutor
@@ -52,7 +54,7 @@ class JoblibBackend(Backend):
         self.executors = [ProcessPoolExecutor(max_workers=1, timeout=None) for _ in self.groups]
         futures = [executor.submit(_build_group, self._token(g), builder, group.tolist())
                    for g, (executor, group) in enumerate(zip(self.executors, self.groups))]
-        self.pids = self._results(futures)
+        self.pids = self._results(futures, self.start_limit(), starting=True)
 
     def _token(self, group: int) -> str:
         return f"{id(self)}-{group}"
@@ -66,14 +68,22 @@ class JoblibBackend(Backend):
 
     def _receive(self) -> list:
         futures, self._futures = self._futures, []
-        return [result for group in self._results(futures) for result in group]
+        return [result for group in self._results(futures, self.step_timeout_s) for result in group]
 
-    def _results(self, futures: list) -> list:
-        """Every future's result, in order; all are awaited first, so none is left for a later step."""
+    def _results(self, futures: list, limit: Optional[float], starting: bool = False) -> list:
+        """Every future's result, in order; all are awaited first, so none is left for a later step. A worker
+        with no answer within ``limit`` seconds (None: no limit) is stopped and named; one that cannot build
+        its environments (``starting``) is named with the error."""
         results, errors = [], []
+        deadline = None if limit is None else time.monotonic() + limit
         for group, future in enumerate(futures):
+            where = f"joblib (loky) worker of environments {self.groups[group].tolist()}"
             try:
-                results.append(future.result())
+                results.append(future.result(timeout=None if deadline is None else max(0.0, deadline - time.monotonic())))
+            except FuturesTimeoutError:
+                pid = f" (pid {self.pids[group]})" if self.pids else ""
+                self.fail(f"{where}{pid} gave no answer within {limit:g} s (parallel.step_timeout_s); it was stopped "
+                          f"(an environment stuck in a loop, or a stopped process?)")
             except Exception as error:
                 errors.append((group, error))
         if errors:   # a dead worker first: it makes the backend unusable
@@ -82,6 +92,9 @@ class JoblibBackend(Backend):
             if isinstance(error, BrokenProcessPool):
                 pid = f" (pid {self.pids[group]})" if self.pids else ""
                 self.fail(f"{where}{pid} exited ({error}); its environments' steps are lost", error)
+            if starting:
+                self.fail(f"{where} could not build its environments: {type(error).__name__}: "
+                          f"{(str(error).strip().splitlines() or [''])[0]}", error)
             raise RuntimeError(f"error in {where}: {type(error).__name__}: {error}") from error
         return results
 

@@ -9,8 +9,12 @@ that dies (killed, out of memory) is noticed within ``WORKER_POLL_SECONDS`` and 
 """
 from __future__ import annotations
 
+import logging
 import multiprocessing as mp
 import pickle
+import signal
+import sys
+import time
 import traceback
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -19,14 +23,21 @@ from typing import Any, List, Optional, Sequence
 import numpy as np
 
 from firebreak_exp.fire.sharing import FireExchange
+from firebreak_exp.interrupt import ignore_stop_signals
 from firebreak_exp.vector.backend import WORKER_POLL_SECONDS, Backend, WorkerDiedError, apply
 
+log = logging.getLogger(__name__)
+#: Exit status of a worker that, re-running its parent's main script, reached a vector env there.
+MAIN_SCRIPT_REENTERED_EXIT = 87
 
-def _worker_main(conn, builder_bytes: bytes, indices: Sequence[int], exchange: Optional[FireExchange] = None) -> None:
-    """Worker process: build the environments once, then serve requests until 'close' (and, with an
-    ``exchange``, the other workers' fires while it waits)."""
+
+def _worker_main(conn, indices: Sequence[int], exchange: Optional[FireExchange] = None) -> None:
+    """Worker process: say it is ready, receive the pickled builder, build the environments once, then serve
+    requests until 'close' (and, with an ``exchange``, the other workers' fires while it waits)."""
+    ignore_stop_signals()                             # a Ctrl-C reaches the process group: the parent stops us
+    conn.send(("ok", "ready"))
     try:
-        builder = pickle.loads(builder_bytes)
+        builder = pickle.loads(conn.recv_bytes())     # sent only now: a worker that died never blocks its parent
         if exchange is not None:
             exchange.tasks.cancel_join_thread()       # never block this worker's exit on unread queue items
             for answers in exchange.answers:
@@ -67,6 +78,7 @@ class Worker:
     process: Any
     conn: Connection
     indices: List[int]
+    ready: bool = False          # it has built its environments
 
 
 class ProcessBackend(Backend):
@@ -83,6 +95,12 @@ class ProcessBackend(Backend):
         return cls(vec_env.num_envs, vec_env.max_workers, share_fires=vec_env.share_fires)
 
     def start(self, vec_env) -> None:
+        """Start the workers, then hand each its pickled builder once it says it runs (the payload never goes
+        through ``Process.start``, which would block forever on a worker that died before reading it)."""
+        if getattr(mp.current_process(), "_inheriting", False):
+            # a worker re-running its parent's main script (spawn) reached a vector env: end it quietly and
+            # let the parent name the cause (the multiprocessing error would be a traceback per worker)
+            sys.exit(MAIN_SCRIPT_REENTERED_EXIT)
         context = mp.get_context("spawn")
         builder = pickle.dumps(vec_env.builder())
         if self.share_fires and self.max_workers > 1:
@@ -90,13 +108,46 @@ class ProcessBackend(Backend):
         for worker, indices in enumerate(np.array_split(np.arange(self.num_envs), self.max_workers)):
             parent, child = context.Pipe()
             exchange = FireExchange(worker, self._fire_queues[0], self._fire_queues[1:]) if self._fire_queues else None
-            process = context.Process(target=_worker_main, args=(child, builder, indices.tolist(), exchange),
+            process = context.Process(target=_worker_main, args=(child, indices.tolist(), exchange),
                                       daemon=True, name=f"fire-env-worker-{indices[0]}")
             process.start()
             child.close()
             self.workers.append(Worker(process, parent, indices.tolist()))
         for worker in self.workers:
-            self._answer(worker)
+            self._answer(worker)                     # "ready": it runs and reads its pipe
+            try:
+                worker.conn.send_bytes(builder)
+            except OSError as error:                 # it died while reading
+                worker.process.join(timeout=1)
+                self.fail(self._death(worker.process, "before it was ready"), error)
+        for worker in self.workers:
+            try:
+                self._answer(worker)                 # its environments are built
+            except RuntimeError as error:
+                if isinstance(error, WorkerDiedError):
+                    raise
+                log.error("%s", error)
+                self.fail(f"worker process {worker.process.name} (pid {worker.process.pid}) could not build its "
+                          f"environments: {str(error).strip().splitlines()[-1]} (the worker's traceback is in "
+                          f"the log)")
+            worker.ready = True
+
+    def _death(self, process, stage: str) -> str:
+        """What to say about a worker process that exited: its name, pid, exit code and the likely cause."""
+        head = f"worker process {process.name} (pid {process.pid}) exited with code {process.exitcode} {stage}"
+        code = process.exitcode
+        if code == MAIN_SCRIPT_REENTERED_EXIT:
+            script = getattr(sys.modules.get("__main__"), "__file__", None) or "the main script"
+            return (f"{head}: it re-ran {script} (workers start by the spawn method, which imports the main "
+                    f"script again) and reached a vector env there; put the script's top-level code under "
+                    f"'if __name__ == \"__main__\":'")
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+            return head + f" (killed by {name}" + (", out of memory?)" if -code == signal.SIGKILL else ")")
+        return head + ("" if self._all_ready() else "; its error output above says why")
+
+    def _all_ready(self) -> bool:
+        return all(worker.ready for worker in self.workers)
 
     def _send(self, command: str, payloads: Sequence[Any]) -> None:
         for worker in self.workers:
@@ -104,8 +155,7 @@ class ProcessBackend(Backend):
                 worker.conn.send((command, [payloads[i] for i in worker.indices]))
             except OSError as error:  # the worker is gone: its end of the pipe is closed
                 worker.process.join(timeout=1)
-                self.fail(f"worker process {worker.process.name} (pid {worker.process.pid}) exited with code "
-                          f"{worker.process.exitcode} ({type(error).__name__}); its environments' steps are lost", error)
+                self.fail(self._death(worker.process, self._stage(worker)) + f" ({type(error).__name__})", error)
 
     def _receive(self) -> list:
         results, errors = [], []
@@ -121,23 +171,32 @@ class ProcessBackend(Backend):
         return results
 
     def _answer(self, worker: Worker) -> Any:
-        """One worker's answer; raises WorkerDiedError when any worker died meanwhile."""
+        """One worker's answer; raises WorkerDiedError when any worker died meanwhile, or when this one gives
+        no answer within ``step_timeout_s`` seconds (it is then stopped; starting: :meth:`start_limit`)."""
         process, conn = worker.process, worker.conn
+        started, limit = time.monotonic(), self.step_timeout_s if worker.ready else self.start_limit()
         while not conn.poll(WORKER_POLL_SECONDS):
             # any worker: one that waits for fires it shared waits as long as the one burning them is gone
-            dead = next((w.process for w in self.workers if not w.process.is_alive()), None)
+            dead = next((w for w in self.workers if not w.process.is_alive()), None)
             if dead is not None:
-                self.fail(f"worker process {dead.name} (pid {dead.pid}) exited with code "
-                          f"{dead.exitcode}; its environments' steps are lost")
+                self.fail(self._death(dead.process, self._stage(dead)))
+            if limit is not None and time.monotonic() - started > limit:
+                process.kill()
+                self.fail(f"worker process {process.name} (pid {process.pid}) gave no answer within "
+                          f"{limit:g} s (parallel.step_timeout_s) {self._stage(worker)}; it was "
+                          f"stopped (an environment stuck in a loop, or a stopped process?)")
         try:
             status, payload = conn.recv()
         except (EOFError, OSError) as error:  # EOF, or a reset connection when the worker was killed
             process.join(timeout=1)
-            self.fail(f"worker process {process.name} (pid {process.pid}) exited with code {process.exitcode} "
-                      f"({type(error).__name__}); its environments' steps are lost", error)
+            self.fail(self._death(process, self._stage(worker)) + f" ({type(error).__name__})", error)
         if status == "error":
             raise RuntimeError(f"error in worker {process.name}:\n{payload}")
         return payload
+
+    @staticmethod
+    def _stage(worker: Worker) -> str:
+        return "while stepping (its environments' steps are lost)" if worker.ready else "before it was ready"
 
     def fires_shared(self) -> list:
         if self.failed is not None or self.in_flight:

@@ -3,7 +3,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from firebreak_exp.observation import CHANNELS
 from firebreak_exp.rl.checkpoint import CheckpointError, load_checkpoint
 from firebreak_exp.rl.dqn import DQNAgent
 from firebreak_exp.rl.trainer import check_network_shape
+from conftest import metric_histories
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,19 +21,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def _cli(*args, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "firebreak_exp", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
-
-
-def _histories(client, run_id):
-    run = client.get_run(run_id)
-    histories = {}
-    for key in run.data.metrics:
-        if key.startswith("perf/"):
-            continue
-        history = client.get_metric_history(run_id, key)
-        steps = Counter(m.step for m in history)
-        assert all(n == 1 for n in steps.values()), f"metric {key} logged twice at a step"
-        histories[key] = sorted((m.step, m.value) for m in history)
-    return histories
 
 
 @pytest.mark.slow
@@ -66,7 +53,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
                               order_by=["attributes.start_time ASC"])
     assert len(runs) == 2, "resume must continue the same MLflow run"
     assert all(r.info.status == "FINISHED" for r in runs)
-    reference, continued = (_histories(client, r.info.run_id) for r in runs)
+    reference, continued = (metric_histories(client, r.info.run_id) for r in runs)
     assert continued == reference
 
 
