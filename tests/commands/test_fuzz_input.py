@@ -5,7 +5,8 @@ stops with exactly one line ``firebreak_exp: error: ...`` naming what is wrong a
 of the wrong type for its key is refused by Hydra itself, which names the key and exits 1, as for every
 command-line mistake); never a traceback, and never a hang (the subprocess timeout fails the case). ``FUZZ_EXAMPLES`` (an environment
 variable) sets the number of cases per property; the default keeps the suite fast
-(``pytest --hypothesis-show-statistics`` reports how many ran).
+(``pytest --hypothesis-show-statistics`` reports how many ran). The cases come from a fixed seed
+(``derandomize``), so every run of the suite, CI's included, tries the same ones.
 """
 import os
 import shutil
@@ -66,7 +67,8 @@ def scratch(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(choices=st.lists(st.tuples(st.sampled_from(KEYS), st.sampled_from(VALUES)), min_size=1, max_size=2,
                         unique_by=lambda choice: choice[0]))
 def test_fuzzed_config_values_run_or_stop_with_one_line(scratch, choices):
@@ -84,7 +86,8 @@ def clean_rasters(scratch) -> Path:
 
 
 @pytest.mark.slow
-@settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_random_byte_corruptions_of_rasters_run_or_stop_with_one_line(scratch, clean_rasters, data):
     work = Path(tempfile.mkdtemp(dir=scratch))
