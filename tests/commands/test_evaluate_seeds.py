@@ -38,7 +38,8 @@ def test_a_multirun_over_checkpoints_writes_a_summary_and_a_parent_run(trained):
     checkpoints = ",".join(str(r / "checkpoints" / "last.pt") for r in trained["runs"])
     result = run_module("firebreak_exp.evaluate", "-m", f"checkpoint={checkpoints}", f"tracking.uri={trained['uri']}",
                         f"hydra.sweep.dir={sweep}", "budgets=[5]", "num_ignitions=4", "max_tiles=2",
-                        "methods=[no_treatment,flow,policy,flow_search,policy_search]", "search.rollouts=3")
+                        "methods=[no_treatment,flow,policy,flow_search,policy_search]", "planners.policy_search.rollouts=3",
+                        "planners.flow_search.rollouts=3")
     evaluations = [json.loads((sweep / str(i) / "evaluation.json").read_text()) for i in (0, 1)]
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["budgets"] == [5.0] and len(summary["checkpoints"]) == 2 and summary["baselines"] == ["flow"]

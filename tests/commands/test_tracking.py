@@ -121,7 +121,7 @@ def test_unreachable_tracking_server_fails_within_seconds():
     uri = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(TrackingUnavailableError, match=f"MLflow tracking server {uri} .* is unreachable"):
-        Tracker(uri, "firebreak_exp")
+        Tracker(uri, "firebreak_exp", None)
     assert time.monotonic() - start < 6
 
 
