@@ -8,6 +8,7 @@ Examples::
     python -m firebreak_exp --config-path <run>/.hydra --config-name config   # re-run an archived run
     python -m firebreak_exp resume=<run folder or MLflow run id>              # continue a killed run
     python -m firebreak_exp hydra.run.dir=outputs/runs/a resume=auto          # continue a/ if it has a checkpoint
+    python -m firebreak_exp +seed_config=parallel_config.json                 # the seed's JSON settings
 
 The archived config (``<run>/.hydra/config.yaml``) is the config the run used, resolved
 (:mod:`~firebreak_exp.commands.archive`): ``parallel.num_envs=auto`` as the number it chose, absolute paths.
@@ -22,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from firebreak_exp.commands.archive import resolved_for_archive, write_archive
 from firebreak_exp.commands.auto_resume import RUN_ID_FILE, auto_resume_run, effective_resume
 from firebreak_exp.commands.cli import CONF_DIR, run_job
+from firebreak_exp.commands.seed_config import apply_seed_config
 from firebreak_exp.commands.tracking import config_params, tracked_run
 from firebreak_exp.config import register_configs, validate
 from firebreak_exp.interrupt import graceful_stop
@@ -85,4 +87,9 @@ def train_job(cfg: DictConfig) -> dict:
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig):
-    return run_job(train_job, cfg)
+    return run_job(train_job, cfg, validator=validate_training)
+
+
+def validate_training(cfg: DictConfig) -> DictConfig:
+    """The training schema's check of ``cfg``, with a ``+seed_config=FILE``'s settings applied first."""
+    return validate(apply_seed_config(cfg))
