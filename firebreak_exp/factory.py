@@ -1,4 +1,6 @@
-"""Build landscapes, environments and vectorized environments from a composed config.
+"""Build the objects of a composed config: landscapes, environments, the vectorized environment, the agent and
+its replay, each with ``hydra.utils.instantiate`` from its group's ``_target_`` (objects that one group needs
+from another, e.g. the environment's simulator factory and scenario, are bound here).
 
 ``parallel.num_envs=auto`` takes the number of environments (and ``max_workers`` when it is null) from the
 latest ``python -m firebreak_exp.benchmark`` recommendation: the file named by the environment variable

@@ -46,7 +46,7 @@ def test_an_archived_process_run_reruns_exactly_from_another_folder(tmp_path):
     assert (archived.parallel.backend, archived.parallel.num_envs, archived.parallel.max_workers) == ("process", 2, 2)
     assert archived.tracking.uri == f"sqlite:///{project}/outputs/mlflow.db"
     assert archived.landscape.cache_dir == str(project / "outputs" / "landscapes")
-    assert "${" not in OmegaConf.to_yaml(archived)
+    assert "${hydra:" not in OmegaConf.to_yaml(archived)
 
     run_cli("--config-path", str(archive), "--config-name", "config", f"hydra.run.dir={tmp_path / 'rerun'}",
             cwd=elsewhere)
