@@ -11,7 +11,9 @@ from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
+
+from firebreak_exp.config import resolve_hydra_values
 
 #: config name -> (module that registers its schema, its validator)
 COMMANDS = {"config": ("firebreak_exp.config", "validate"),
@@ -45,14 +47,3 @@ def compose(overrides: Optional[Sequence[str]] = None, config_name: str = "confi
     cfg = getattr(module, validator)(cfg)
     resolve_hydra_values(cfg)
     return cfg
-
-
-def resolve_hydra_values(cfg: DictConfig) -> None:
-    """Replace, in place, every string value that interpolates ``${hydra:...}`` by its resolved value (other
-    interpolations stay, so ``trainer.memory_simulations`` still follows ``env.num_ignitions``)."""
-    for key in list(cfg.keys()):
-        node = cfg._get_node(key)
-        if OmegaConf.is_dict(node):
-            resolve_hydra_values(node)
-        elif OmegaConf.is_interpolation(cfg, key) and "${hydra:" in str(node._value()):
-            cfg[key] = cfg[key]

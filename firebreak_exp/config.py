@@ -200,3 +200,15 @@ def check_values(cfg: Any) -> None:
         raise ValueError(f"trainer.expert_planner={cfg.trainer.expert_planner}: expected 'domirank' or 'flow'")
     if not 0 <= cfg.landscape.heldout_fraction < 1:
         raise ValueError(f"landscape.heldout_fraction={cfg.landscape.heldout_fraction}: expected a value in [0, 1)")
+
+
+def resolve_hydra_values(cfg: Any) -> None:
+    """Replace, in place, every string value that interpolates ``${hydra:...}`` by its resolved value (other
+    interpolations stay, so ``trainer.memory_simulations`` still follows ``env.num_ignitions``)."""
+    from omegaconf import OmegaConf
+    for key in list(cfg.keys()):
+        node = cfg._get_node(key)
+        if OmegaConf.is_dict(node):
+            resolve_hydra_values(node)
+        elif OmegaConf.is_interpolation(cfg, key) and "${hydra:" in str(node._value()):
+            cfg[key] = cfg[key]

@@ -36,6 +36,7 @@ def cases() -> list:
     found += [("config", [f"{group}={option}"]) for group in GROUPS for option in options(group)]
     found += [(root, [f"experiment={option}"]) for root in ROOTS for option in options("experiment")]
     found += [("benchmark", [f"benchmark={option}"]) for option in options("benchmark")]
+    found += [("config", [f"hydra/launcher={option}"]) for option in options("hydra/launcher")]
     return found
 
 

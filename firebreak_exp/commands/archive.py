@@ -14,7 +14,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from firebreak_exp.api import resolve_hydra_values
+from firebreak_exp.config import resolve_hydra_values
 
 SQLITE_PREFIX = "sqlite:///"
 
