@@ -67,7 +67,7 @@ class ParallelConfig:
     """Vectorized environment backend (firebreak_exp.factory.vector_env)."""
     _target_: str = MISSING
     _partial_: bool = MISSING
-    backend: str = MISSING                     # sequential | thread | process | dask (aliases: threading, multiprocessing)
+    backend: str = MISSING                     # sequential | thread | process | joblib | dask (or their aliases)
     num_envs: Any = MISSING                    # a positive integer, or "auto" (the benchmark's recommendation)
     max_workers: Optional[int] = MISSING       # None = min(num_envs, cores); dask with an address: its worker count
     address: Optional[str] = MISSING           # dask only: scheduler of a running cluster, e.g. tcp://10.0.0.5:8786;

@@ -1,4 +1,5 @@
-"""``python -m firebreak_exp.convert_seed_config FILE``: a seed JSON config as overrides (:mod:`firebreak_exp.commands.seed_config`)."""
+"""``python -m firebreak_exp.convert_seed_config FILE``: a seed JSON config as overrides
+(:mod:`firebreak_exp.commands.seed_config`)."""
 import sys
 
 from firebreak_exp.commands.seed_config import main

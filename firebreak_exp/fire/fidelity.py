@@ -179,12 +179,12 @@ def fit_rate_factor(tiles: Iterable, scenario: Scenario, ignitions_per_tile: int
     (a travel-time cell burns iff its uncalibrated arrival time <= ``factor * burn_duration``, so every
     factor is scored from one Dijkstra run). Returns ``{"rate_factor", "mae", "num_pairs", "mae_by_factor"}``.
 
-    The default :data:`TRAVEL_TIME_RATE_FACTOR` was fitted with this under the ``dry_summer`` scenario (``conf/scenario/dry_summer.yaml``) on
-    tiles of the Worcester, VT LANDFIRE sample that lie entirely west of column 400 (the held-out tiles
-    of ``landscape.split_tiles(tiles, 0.2)`` start at column 425 for 25 x 25 and 450 for 50 x 50 tiles):
-    ``rng = np.random.default_rng(2024)``, 20 of the western 25 x 25 tiles then 6 of the western 50 x 50
-    tiles (``rng.choice`` on ``cut_tiles`` order, sorted), 8 ignitions each (``seed=7``): factor 1.00,
-    MAE 0.0117 over 208 fires (0.99: 0.0122, 1.01: 0.0127). It was validated with
+    The default :data:`TRAVEL_TIME_RATE_FACTOR` was fitted with this under the ``dry_summer`` scenario
+    (``conf/scenario/dry_summer.yaml``) on tiles of the Worcester, VT LANDFIRE sample that lie entirely west of
+    column 400 (the held-out tiles of ``landscape.split_tiles(tiles, 0.2)`` start at column 425 for 25 x 25 and
+    450 for 50 x 50 tiles): ``rng = np.random.default_rng(2024)``, 20 of the western 25 x 25 tiles then 6 of the
+    western 50 x 50 tiles (``rng.choice`` on ``cut_tiles`` order, sorted), 8 ignitions each (``seed=7``): factor
+    1.00, MAE 0.0117 over 208 fires (0.99: 0.0122, 1.01: 0.0127). It was validated with
     :func:`compare_simulators` on eastern tiles (column >= 400), which it never saw.
     """
     if factors is None:

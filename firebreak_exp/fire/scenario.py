@@ -25,13 +25,13 @@ class Scenario:
     FROM (pyretechnics' ``upwind_direction``; 270 = westerly wind, fires run east); fuel and foliar
     moistures kg water / kg oven-dry fuel; ``burn_duration`` minutes each fire burns.
 
-    The values come from the config (``conf/scenario/``); ``dry_summer`` is a dry, windy late-summer day with cured herbaceous fuel. LANDFIRE's northern-hardwood
-    timber-litter fuels (TL5/TL6, most of Worcester, VT) spread at well under 1 m/min under their canopy
-    even then, so fires burn for a long shift (14 h) to cover a substantial share of a tile of 30 m cells.
-    Measured (mean burned fraction of the tile's burnable cells over random burnable ignitions): Worcester
-    25 x 25 tiles 0.43 (1800 fires, travel-time backend; 0.46 over 60 reference fires), Worcester 50 x 50
-    tiles 0.15; the synthetic landscape's more flammable fuels 0.63 (25 x 25) and 0.6 (50 x 50), many
-    fires there burning the whole tile unless breaks stop them.
+    The values come from the config (``conf/scenario/``); ``dry_summer`` is a dry, windy late-summer day with
+    cured herbaceous fuel. LANDFIRE's northern-hardwood timber-litter fuels (TL5/TL6, most of Worcester, VT)
+    spread at well under 1 m/min under their canopy even then, so fires burn for a long shift (14 h) to cover
+    a substantial share of a tile of 30 m cells. Measured (mean burned fraction of the tile's burnable cells
+    over random burnable ignitions): Worcester 25 x 25 tiles 0.43 (1800 fires, travel-time backend; 0.46 over
+    60 reference fires), Worcester 50 x 50 tiles 0.15; the synthetic landscape's more flammable fuels 0.63 (25
+    x 25) and 0.6 (50 x 50), many fires there burning the whole tile unless breaks stop them.
     """
 
     wind_speed: float

@@ -13,7 +13,8 @@ H = W = 4
 
 def test_masked_cells_are_never_chosen():
     rng = np.random.default_rng(0)
-    agent = make_agent((len(CHANNELS), H, W), channels=8, num_layers=2, reward_scale=1.0, n_step=1, expert_loss_weight=0.0)
+    agent = make_agent((len(CHANNELS), H, W), channels=8, num_layers=2, reward_scale=1.0, n_step=1,
+                       expert_loss_weight=0.0)
     obs = random_observations(64, rng)
     masks = action_mask(torch.as_tensor(obs)).numpy()
     for epsilon in (0.0, 0.5, 1.0):
@@ -39,7 +40,8 @@ class _FixedQ(torch.nn.Module):
 
 
 def test_double_dqn_target_matches_hand_computation():
-    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.9, reward_scale=1.0, n_step=1, expert_loss_weight=0.0)
+    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.9, reward_scale=1.0, n_step=1,
+                       expert_loss_weight=0.0)
     online = [1.0, 5.0, 3.0]   # online argmax over valid next actions
     target = [10.0, 20.0, 30.0]
     agent.q_network, agent.target_network = _FixedQ(online), _FixedQ(target)
@@ -62,7 +64,8 @@ def test_double_dqn_target_matches_hand_computation():
 
 
 def test_terminal_transitions_are_not_bootstrapped_and_their_next_states_not_evaluated():
-    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.9, reward_scale=1.0, n_step=1, expert_loss_weight=0.0)
+    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.9, reward_scale=1.0, n_step=1,
+                       expert_loss_weight=0.0)
     agent.q_network, agent.target_network = _FixedQ([1.0, 5.0, 3.0]), _FixedQ([10.0, 20.0, 30.0])
     agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
     seen = []
@@ -165,7 +168,8 @@ def test_update_loss_matches_the_dense_double_dqn_computation():
     replay = ReplayBuffer(64, shape, seed=0)
     replay.add(obs[:20], np.arange(20) % 3, rng.integers(0, 100, 20), rng.normal(size=20), obs[20:],
                rng.random(20) < 0.3)
-    agent = make_agent(shape, channels=8, num_layers=4, gamma=0.9, num_threads=1, reward_scale=1.0, n_step=1, expert_loss_weight=0.0)
+    agent = make_agent(shape, channels=8, num_layers=4, gamma=0.9, num_threads=1, reward_scale=1.0, n_step=1,
+                       expert_loss_weight=0.0)
     agent.target_network.net[0].weight.data.mul_(1.5)               # online and target differ
     batch = replay.sample(16, agent.device)
     with torch.no_grad():
