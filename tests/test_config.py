@@ -22,6 +22,7 @@ BUILD_ARGUMENTS = {
     "firebreak_exp.rl.dqn.DQNAgent": {"obs_shape"},
     "firebreak_exp.rl.replay.ReplayBuffer": {"obs_shape"},
     "firebreak_exp.planning.planners.PolicyPlanner": {"agent", "percentage_increment"},
+    "firebreak_exp.planning.search.PolicySearchPlanner": {"agent", "percentage_increment"},
 }
 #: what a user must give on the command line (``???`` in the YAML)
 REQUIRED_ON_COMMAND_LINE = {"landscape.raster_dir"}

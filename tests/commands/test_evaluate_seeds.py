@@ -76,7 +76,7 @@ def test_plans_scored_by_pyretechnics_at_another_tile_size(trained):
     from firebreak_exp.config import validate
     from firebreak_exp.planning.evaluation import (SCORING_STREAM, draw_ignitions, evaluation_rng, heldout_tiles,
                                           num_breaks_for, score_plan)
-    from firebreak_exp.factory import env_kwargs
+    from firebreak_exp.factory import env_factory
     from firebreak_exp.fire.reference import PyretechnicsSimulator
 
     out = trained["work"] / "pyretechnics"
@@ -95,7 +95,7 @@ def test_plans_scored_by_pyretechnics_at_another_tile_size(trained):
     cfg = validate(cfg)
     (tile,) = heldout_tiles(cfg, 1)
     assert tile.shape == (16, 16)
-    scenario = env_kwargs(cfg)["scenario"]
+    scenario = env_factory(cfg).keywords["scenario"]
     fires = draw_ignitions(tile, 2, evaluation_rng(int(cfg.seed), SCORING_STREAM, 0))
     untreated, _ = score_plan(PyretechnicsSimulator(tile, scenario), fires, np.zeros(0, np.int64))
     assert evaluation["burned_fraction_untreated"] == [pytest.approx(untreated)]
