@@ -6,6 +6,7 @@ not pay for torch or MLflow.
 from importlib import import_module
 
 _EXPORTS = {
+    "compose": "firebreak_exp.api",
     "FuelBreakEnv": "firebreak_exp.environment",
     "VectorizedFireEnv": "firebreak_exp.vector.env",
     "make_env": "firebreak_exp.factory",

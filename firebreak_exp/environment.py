@@ -42,15 +42,17 @@ class FuelBreakEnv(gym.Env):
 
     ``simulator_factory(tile=..., scenario=...)`` builds a fire simulator; one is
     built per tile, once, and reused (by every environment given the same ``shared``
-    tiles). An action on a masked cell places no break but still spends budget
-    (``info["invalid_action"]``).
+    tiles). Each episode shows ``num_ignitions`` fires; the reward is measured on
+    ``reward_ignitions`` unseen fires (None: the shown ones). ``budget_percent`` and
+    ``percentage_increment`` are % of the tile's burnable cells. An action on a masked
+    cell places no break but still spends budget (``info["invalid_action"]``).
     """
 
     metadata = {"render_modes": []}
 
-    def __init__(self, landscapes: Sequence[Tile], simulator_factory: SimulatorFactory,
-                 scenario: Scenario, budget_percent: float = 5.0, percentage_increment: float = 1.0,
-                 reward_ignitions: Optional[int] = None, shared: Optional[SharedTiles] = None):
+    def __init__(self, landscapes: Sequence[Tile], simulator_factory: SimulatorFactory, scenario: Scenario, *,
+                 budget_percent: float, percentage_increment: float, num_ignitions: int,
+                 reward_ignitions: Optional[int], shared: Optional[SharedTiles] = None):
         if not landscapes:
             raise ValueError("FuelBreakEnv needs at least one landscape tile")
         shapes = {tile.shape for tile in landscapes}
@@ -60,6 +62,8 @@ class FuelBreakEnv(gym.Env):
             raise ValueError(f"budget_percent must be in (0, 100], got {budget_percent}")
         if not 0 < percentage_increment <= 100:
             raise ValueError(f"percentage_increment must be in (0, 100], got {percentage_increment}")
+        if isinstance(num_ignitions, bool) or int(num_ignitions) != num_ignitions or num_ignitions < 1:
+            raise ValueError(f"num_ignitions must be a positive integer, got {num_ignitions!r}")
         if reward_ignitions is not None and reward_ignitions < 1:
             raise ValueError(f"reward_ignitions must be a positive integer or None, got {reward_ignitions}")
         self.landscapes = list(landscapes)
@@ -67,6 +71,7 @@ class FuelBreakEnv(gym.Env):
         self.scenario = scenario
         self.budget_percent = budget_percent
         self.percentage_increment = percentage_increment
+        self.num_ignitions = int(num_ignitions)
         self.reward_ignitions = reward_ignitions
         self.grid_shape = shapes.pop()
         height, width = self.grid_shape
@@ -91,7 +96,7 @@ class FuelBreakEnv(gym.Env):
             self.ignitions = np.asarray(options["ignitions"], dtype=np.int64).reshape(-1, 2)
             self.hidden_ignitions = None
         else:
-            self.ignitions = self._draw_ignitions(self.scenario.num_ignitions)
+            self.ignitions = self._draw_ignitions(self.num_ignitions)
             self.hidden_ignitions = (None if self.reward_ignitions is None
                                      else self._draw_ignitions(self.reward_ignitions))
         self.budget = max(1, round(self.budget_percent / 100 * num_burnable))

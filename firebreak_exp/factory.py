@@ -1,15 +1,18 @@
-"""Build landscapes, environments and vectorized environments from a composed config.
+"""Build the objects of a composed config: landscapes, environments, the vectorized environment, the agent and
+its replay, each with ``hydra.utils.instantiate`` from its group's ``_target_`` (objects that one group needs
+from another, e.g. the environment's simulator factory and scenario, are bound here).
 
 ``parallel.num_envs=auto`` takes the number of environments (and ``max_workers`` when it is null) from the
 latest ``python -m firebreak_exp.benchmark`` recommendation: the file named by the environment variable
 ``FIREBREAK_RECOMMENDATION_FILE``, else ``<project>/outputs/benchmark/recommended.json`` (the project is
 Hydra's original working directory). Without one it falls back to ``min(4, cores)`` with a warning.
 """
+import functools
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Optional
 
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -35,21 +38,40 @@ def build_landscapes(cfg):
     return instantiate(_plain(cfg.landscape))
 
 
-def env_kwargs(cfg) -> dict:
-    """Keyword arguments of FuelBreakEnv besides the tiles: simulator factory, scenario, budget, reward."""
-    env = _plain(cfg.env)
-    return {"simulator_factory": instantiate(_plain(cfg.simulator)),
-            "scenario": instantiate(_plain(cfg.scenario)),
-            "budget_percent": env["budget_percent"], "percentage_increment": env["percentage_increment"],
-            "reward_ignitions": env.get("reward_ignitions")}
+def env_factory(cfg) -> functools.partial:
+    """``cfg.env``'s environment class with its settings, ``cfg.simulator``'s per-tile simulator factory and
+    ``cfg.scenario`` bound: call it with tiles (and keywords that win, e.g. ``num_ignitions``)."""
+    env = instantiate(_plain(cfg.env))   # objects are bound here: instantiate would turn them into configs
+    return functools.partial(env.func, *env.args, **env.keywords, simulator_factory=instantiate(_plain(cfg.simulator)),
+                             scenario=instantiate(_plain(cfg.scenario)))
 
 
 def make_env(cfg, index: int = 0, split: str = "train") -> FuelBreakEnv:
     """One FuelBreakEnv over the ``split`` ("train" or "heldout") tiles of ``cfg``; seeded with seed + index."""
-    landscapes = build_landscapes(cfg)
-    env = FuelBreakEnv(getattr(landscapes, split), **env_kwargs(cfg))
+    env = env_factory(cfg)(getattr(build_landscapes(cfg), split))
     env.reset(seed=int(cfg.seed) + index)
     return env
+
+
+def make_agent(cfg, obs_shape: tuple, **overrides):
+    """The DQNAgent of ``cfg.agent`` (keyword overrides win) for observations of ``obs_shape``, seeded ``cfg.seed``."""
+    return instantiate({**_plain(cfg.agent), **overrides})(tuple(obs_shape), seed=int(cfg.seed))
+
+
+def make_replay(cfg, obs_shape: tuple, **overrides):
+    """The ReplayBuffer of ``cfg.replay`` (keyword overrides win) for observations of ``obs_shape``."""
+    return instantiate({**_plain(cfg.replay), **overrides})(obs_shape=tuple(obs_shape), seed=int(cfg.seed))
+
+
+def vector_env(landscapes, env_factory: functools.partial, *, backend: str, num_envs: int,
+               max_workers: Optional[int], address: Optional[str], share_fires: bool,
+               step_timeout_s: Optional[float]) -> VectorizedFireEnv:
+    """The ``parallel`` group's target: ``num_envs`` environments of ``env_factory`` (its bound keywords) over
+    ``landscapes`` on ``backend``; ``step_timeout_s`` (seconds) bounds a worker's start and steps (see
+    VectorizedFireEnv for the other settings)."""
+    return VectorizedFireEnv(landscapes, num_envs, method=backend, max_workers=max_workers,
+                             env_kwargs=env_factory.keywords, address=address, share_fires=share_fires,
+                             step_timeout_s=step_timeout_s)
 
 
 def simulator_name(cfg) -> str:
@@ -116,13 +138,9 @@ def resolve_parallel(cfg, recommendation_file: Optional[os.PathLike] = None) -> 
     return {"num_envs": resolved, "max_workers": max_workers}
 
 
-def make_vector_env(cfg, split: str = "train", **overrides: Mapping) -> VectorizedFireEnv:
-    """The VectorizedFireEnv of ``cfg.parallel`` over the ``split`` tiles (keyword overrides win);
-    ``parallel.num_envs=auto`` is resolved by :func:`resolve_parallel`."""
-    landscapes = build_landscapes(cfg)
-    sizes = {"num_envs": overrides["num_envs"], "max_workers": cfg.parallel.max_workers} \
-        if "num_envs" in overrides else resolve_parallel(cfg)
-    parallel = {**sizes, "method": cfg.parallel.backend, "address": cfg.parallel.get("address"),
-                "share_fires": cfg.parallel.get("share_fires", True),
-                "step_timeout_s": cfg.parallel.get("step_timeout_s"), **overrides}
-    return VectorizedFireEnv(getattr(landscapes, split), env_kwargs=env_kwargs(cfg), **parallel)
+def make_vector_env(cfg, split: str = "train", **overrides) -> VectorizedFireEnv:
+    """The vector env of ``cfg.parallel`` over the ``split`` tiles (keyword overrides of ``cfg.parallel``'s
+    keys win); ``parallel.num_envs=auto`` is resolved by :func:`resolve_parallel`."""
+    sizes = {} if "num_envs" in overrides else resolve_parallel(cfg)
+    parallel = {**_plain(cfg.parallel), **sizes, **overrides}
+    return instantiate(parallel)(getattr(build_landscapes(cfg), split), env_factory(cfg))

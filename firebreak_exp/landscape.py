@@ -698,12 +698,12 @@ def load_landscapes(
     grid_size: int,
     num_landscapes: int | None,
     heldout_fraction: float,
-    raster_dir: str | None = None,
-    layer_patterns: Mapping[str, str] | None = None,
-    synthetic_rows: int = 200,
-    synthetic_cols: int = 200,
-    seed: int = 0,
-    cache_dir: str | None = None,
+    raster_dir: str | None,
+    layer_patterns: Mapping[str, str] | None,
+    synthetic_rows: int | None,
+    synthetic_cols: int | None,
+    seed: int | None,
+    cache_dir: str | None,
 ) -> LandscapeSet:
     """Train and held-out tiles (grid_size × grid_size cells) of one landscape source.
 

@@ -1,5 +1,6 @@
 """Shared fixtures and helpers: Hydra-composed configs, the Worcester LANDFIRE sample and its meadow tile,
 fire simulators on it, scratch MLflow stores, vector-env rollouts."""
+import dataclasses
 import os
 import socket
 from collections import Counter
@@ -13,7 +14,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict, read_write
+from omegaconf import OmegaConf, open_dict, read_write
 
 from firebreak_exp.config import register_configs, validate
 from firebreak_exp.fire import FireSimulator, PyretechnicsSimulator, Scenario, TravelTimeSimulator
@@ -30,7 +31,24 @@ WORCESTER = ROOT.parent / "shared" / "data" / "landfire" / "worcester_vt"
 MEADOW_TILE = "worcester_vt/r0350_c0325"
 MEADOW_IGNITION = (16, 13)
 BREAK_COLUMN = 19          # a full north-south line of breaks, downwind (east) of the ignition
-FAST = Scenario(burn_duration=60.0)   # short burns keep the reference cheap for the behaviour checks
+
+
+def conf_values(option: str) -> dict:
+    """The values a ``conf/<group>/<option>.yaml`` sets, without ``_target_``/``_partial_``."""
+    values = OmegaConf.to_container(OmegaConf.load(CONF_DIR / f"{option}.yaml"))
+    return {k: v for k, v in values.items() if k not in ("_target_", "_partial_")}
+
+
+DRY_SUMMER = Scenario(**conf_values("scenario/dry_summer"))
+FAST = dataclasses.replace(DRY_SUMMER, burn_duration=60.0)   # short burns keep the reference cheap
+#: DQNAgent's settings in conf/agent/dqn.yaml
+AGENT = conf_values("agent/dqn")
+
+
+def make_agent(obs_shape, **settings):
+    """A DQNAgent with conf/agent/dqn.yaml's settings, ``settings`` on top (seed 0 unless given)."""
+    from firebreak_exp.rl.dqn import DQNAgent
+    return DQNAgent(tuple(obs_shape), **{**AGENT, "seed": 0, **settings})
 
 
 def require_shared(path: Path) -> Path:

@@ -65,7 +65,7 @@ def test_reward_is_measured_on_unseen_fires(make_cfg):
     the drop in burned fraction over other fires drawn at reset, which the observation never shows."""
     env = make_env(make_cfg("simulator=travel_time", "env.reward_ignitions=6", "env.percentage_increment=0.5"))
     obs, info = env.reset(seed=11)
-    assert env.hidden_ignitions.shape == (6, 2) and env.ignitions.shape == (env.scenario.num_ignitions, 2)
+    assert env.hidden_ignitions.shape == (6, 2) and env.ignitions.shape == (env.num_ignitions, 2)
     simulator = env.simulator(env.tile_index)
     burnable = env.landscapes[env.tile_index].burnable.sum()
 

@@ -42,6 +42,10 @@ DIVISOR = {
     "canopy_bulk_density": 100,
 }
 
+#: load_landscapes' source-specific arguments, as conf/landscape/landfire.yaml and synthetic.yaml set them
+LANDFIRE = dict(layer_patterns=None, synthetic_rows=None, synthetic_cols=None, seed=None, cache_dir=None)
+SYNTHETIC = dict(raster_dir=None, layer_patterns=None, synthetic_rows=200, synthetic_cols=200, seed=0)
+
 
 def test_require_shared_skips_or_fails(tmp_path, monkeypatch):
     missing = tmp_path / "no_shared"
@@ -267,15 +271,15 @@ def test_split_rejects_bad_fraction(worcester_stack, fraction):
 
 
 def test_load_landfire_caps_and_memoises(worcester_dir):
-    full = load_landscapes("landfire", 25, None, 0.2, raster_dir=str(worcester_dir))
+    full = load_landscapes("landfire", 25, None, 0.2, raster_dir=str(worcester_dir), **LANDFIRE)
     assert len(full.train) + len(full.heldout) == 225
     assert full.source == str(worcester_dir.resolve())
-    capped = load_landscapes("landfire", 25, 10, 0.2, raster_dir=str(worcester_dir))
+    capped = load_landscapes("landfire", 25, 10, 0.2, raster_dir=str(worcester_dir), **LANDFIRE)
     assert len(capped.train) == 10 and len(capped.heldout) == 3  # max(2, ceil(10 * 0.2 / 0.8))
     assert {t.name for t in capped.train} <= {t.name for t in full.train}
     cols = [t.col for t in capped.train]
     assert max(cols) - min(cols) > 100  # evenly spaced, not the first 10
-    again = load_landscapes("landfire", 25, 10, 0.2, raster_dir=str(worcester_dir))
+    again = load_landscapes("landfire", 25, 10, 0.2, raster_dir=str(worcester_dir), **LANDFIRE)
     assert again.train is not capped.train  # fresh lists ...
     assert all(a is b for a, b in zip(again.train, capped.train))  # ... of the memoised tiles
     assert capped.tile(0) is capped.train[0] and capped.tile(10) is capped.heldout[0]
@@ -374,7 +378,7 @@ def test_synthetic_existing_folder_is_reused(tmp_path):
 
 
 def test_load_synthetic(tmp_path):
-    landscapes = load_landscapes("synthetic", 25, None, 0.2, cache_dir=str(tmp_path))
+    landscapes = load_landscapes("synthetic", 25, None, 0.2, cache_dir=str(tmp_path), **SYNTHETIC)
     assert isinstance(landscapes, LandscapeSet) and landscapes.source == "synthetic"
     assert (tmp_path / "synthetic_200x200_seed0" / "synthetic.json").is_file()
     assert len(landscapes.train) + len(landscapes.heldout) == 64
@@ -494,12 +498,12 @@ def test_truncated_geotiff(broken_copy):
 
 def test_unknown_source(tmp_path):
     with pytest.raises(LandscapeError, match=r"'modis'.*landfire.*synthetic"):
-        load_landscapes("modis", 25, None, 0.2, cache_dir=str(tmp_path))
+        load_landscapes("modis", 25, None, 0.2, cache_dir=str(tmp_path), **SYNTHETIC)
 
 
 def test_landfire_source_needs_raster_dir():
     with pytest.raises(LandscapeError, match="raster_dir"):
-        load_landscapes("landfire", 25, None, 0.2)
+        load_landscapes("landfire", 25, None, 0.2, raster_dir=None, **LANDFIRE)
 
 
 def test_no_tile_survives(broken_copy):
@@ -508,4 +512,4 @@ def test_no_tile_survives(broken_copy):
     data[::9, ::9] = NODATA  # every 10×10 window touches nodata
     _rewrite(path, data=data)
     with pytest.raises(LandscapeError, match="no 10×10 tile"):
-        load_landscapes("landfire", 10, None, 0.2, raster_dir=str(broken_copy))
+        load_landscapes("landfire", 10, None, 0.2, raster_dir=str(broken_copy), **LANDFIRE)

@@ -17,12 +17,12 @@ def effective_resume(resume: Optional[str]) -> Optional[str]:
     return resume if resume is not None or not os.environ.get("SUBMITIT_EXECUTOR") else "auto"
 
 
-def auto_resume_run(run_dir: Path, cfg, tracking_uri: str):
+def auto_resume_run(run_dir: Path, params: dict, tracking_uri: str):
     """The MLflow run (an ``mlflow.entities.Run``) that ``resume=auto`` continues in ``run_dir``, or None to
     start fresh.
 
     A folder with a run id and a readable checkpoint is continued; its MLflow run must hold the same
-    config (ValueError naming the first key that differs, so a changed command never continues an old run).
+    ``params`` (the parameters a fresh run logs; ValueError naming the first key that differs, so a changed command never continues an old run).
     """
     from firebreak_exp.rl.trainer import newest_readable_checkpoint
     id_file = run_dir / RUN_ID_FILE
@@ -31,14 +31,14 @@ def auto_resume_run(run_dir: Path, cfg, tracking_uri: str):
     run_id = id_file.read_text().strip()
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
-    from firebreak_exp.commands.tracking import MAX_PARAM_LENGTH, config_params
+    from firebreak_exp.commands.tracking import MAX_PARAM_LENGTH
     try:
         run = MlflowClient(tracking_uri=tracking_uri).get_run(run_id)
     except MlflowException as error:
         raise ValueError(f"resume=auto: {run_dir} holds MLflow run {run_id}, which {tracking_uri} (tracking.uri) "
                          f"does not have; choose another hydra.run.dir or the store of that run") from error
     logged = run.data.params
-    wanted = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in config_params(cfg).items() if key != "resume"}
+    wanted = {key: str(value)[:MAX_PARAM_LENGTH] for key, value in params.items() if key != "resume"}
     for key in sorted(set(wanted) | set(logged) - {"resume"}):
         if wanted.get(key) != logged.get(key):
             raise ValueError(f"resume=auto: {run_dir} holds a run with {key}={logged.get(key)}, but this command "

@@ -19,7 +19,7 @@ What is measured (the same training config groups compose the environments and t
   and take turns (repeat 1 of each, then repeat 2 of each, ...), so a shift in background load hits them
   alike; each gets the same seeds and actions, so all simulate the same fires. Fire simulations are
   *counted* (every fire a
-  simulator actually burns; an evaluation burns up to ``scenario.num_ignitions``), not estimated.
+  simulator actually burns; an evaluation burns up to ``env.num_ignitions``), not estimated.
   Reported: the median over repeats of simulations/s and experiences/s, ``spread`` = (max - min) / median
   of the repeats' simulations/s (experiences/s when nothing burned), ``speedup_vs_sequential`` (simulations/s
   over the sequential backend's at the same num_envs) and ``efficiency`` = speedup / min(num_envs, cores).
@@ -44,7 +44,6 @@ and says so in its notes.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from typing import Any, Dict, List, Optional
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from firebreak_exp.commands.benchmark_measure import (FIDELITY_TARGETS, add_speedups, available_cores, evenly,
                                                       load_average, machine_info, measure_collection,
@@ -77,54 +76,50 @@ log = logging.getLogger("firebreak_exp")
 
 @dataclass
 class LearnerSettings:
-    threads: Optional[int] = None        # torch threads while timing updates; None = 1 and all cores
-    warmup_updates: int = 40             # oneDNN builds a kernel per new convolution shape: untimed until built
-    updates_per_repeat: int = 15
-    repeats: int = 3
-    compare_onednn: bool = False         # also time the other oneDNN setting (what trainer.deterministic costs)
+    threads: Optional[int] = MISSING  # torch threads while timing updates; None = 1 and all cores
+    warmup_updates: int = MISSING  # oneDNN builds a kernel per new convolution shape: untimed until built
+    updates_per_repeat: int = MISSING
+    repeats: int = MISSING
+    compare_onednn: bool = MISSING  # also time the other oneDNN setting (what trainer.deterministic costs)
 
 
 @dataclass
 class EndToEndSettings:
-    enabled: bool = True                 # time collection *with* learner updates at the recommended setting
-    simulators: Optional[List[str]] = None   # of benchmark.simulators; None = the configured simulator only
-    warmup_steps: int = 10               # untimed vector steps (the learner's convolution kernels get built)
-    steps: int = 6                       # vector steps timed (extended until min_seconds)
-    min_seconds: float = 2.0
+    enabled: bool = MISSING  # time collection *with* learner updates at the recommended setting
+    simulators: Optional[List[str]] = MISSING  # of benchmark.simulators; None = the configured simulator only
+    warmup_steps: int = MISSING  # untimed vector steps (the learner's convolution kernels get built)
+    steps: int = MISSING  # vector steps timed (extended until min_seconds)
+    min_seconds: float = MISSING
 
 
 @dataclass
 class FidelitySettings:
-    enabled: bool = True
-    grid_sizes: Optional[List[int]] = field(default_factory=lambda: [25, 50])  # tile sizes; None = landscape.grid_size
-    max_tiles: Any = field(default_factory=lambda: [3, 4])           # held-out tiles (spread evenly): one
-    ignitions_per_tile: Any = field(default_factory=lambda: [4, 8])  # number, or one per grid size
-    plan_ignitions: Any = field(default_factory=lambda: [4, 3])      # of those, the fires scoring each plan (null: all)
-    num_plans: int = 30                  # fuel-break plans ranked by both simulators (pooled over tiles)
-    budget_fraction: float = 0.05        # plan size, fraction of burnable cells
-    seed: int = 0
+    enabled: bool = MISSING
+    grid_sizes: Optional[List[int]] = MISSING  # tile sizes; None = landscape.grid_size
+    max_tiles: Any = MISSING  # held-out tiles (spread evenly): one
+    ignitions_per_tile: Any = MISSING  # number, or one per grid size
+    plan_ignitions: Any = MISSING  # of those, the fires scoring each plan (null: all)
+    num_plans: int = MISSING  # fuel-break plans ranked by both simulators (pooled over tiles)
+    budget_fraction: float = MISSING  # plan size, fraction of burnable cells
+    seed: int = MISSING
 
 
 @dataclass
 class BenchmarkSettings:
-    backends: List[str] = field(default_factory=lambda: ["sequential", "thread", "process", "joblib"])
-    num_envs: List[int] = field(default_factory=lambda: [1, 2, 4, 8])
-    simulators: List[str] = field(default_factory=lambda: ["pyretechnics", "travel_time"])
-    max_workers: Optional[int] = None    # workers of the thread/process/joblib backends; None = min(num_envs, cores)
-    oversubscribe: bool = True           # process backend: also one worker per environment when num_envs > cores
-    max_tiles: Optional[int] = 4         # training tiles the environments draw from (spread evenly); None = all
-    warmup_steps: int = 0                # untimed vector steps before the repeats
-    repeats: int = 2
-    steps_per_repeat: int = 6            # vector steps per timed repeat
-    min_repeat_seconds: float = 1.0      # a repeat goes on (in steps_per_repeat chunks) until this long
-    collector_threads: int = 1           # torch threads of the main process while collecting
-    recommend_tolerance: float = 0.05    # fewer environments win when within this fraction of the best
-    recommendation_file: Optional[str] = None  # where num_envs=auto looks; None = do not write one
-    # env settings per simulator name on top of ``env``, ``num_ignitions`` on top of ``scenario`` (a
-    # pyretechnics fire takes ~0.2 s: its environments evaluate as conf/experiment/pyretechnics.yaml trains,
-    # 8 shown fires only, every 1 % of burnable cells)
-    env_overrides: Dict[str, Any] = field(default_factory=lambda: {
-        "pyretechnics": {"reward_ignitions": None, "percentage_increment": 1.0, "num_ignitions": 8}})
+    backends: List[str] = MISSING
+    num_envs: List[int] = MISSING
+    simulators: List[str] = MISSING
+    max_workers: Optional[int] = MISSING  # workers of the thread/process/joblib backends; None = min(num_envs, cores)
+    oversubscribe: bool = MISSING  # process backend: also one worker per environment when num_envs > cores
+    max_tiles: Optional[int] = MISSING  # training tiles the environments draw from (spread evenly); None = all
+    warmup_steps: int = MISSING  # untimed vector steps before the repeats
+    repeats: int = MISSING
+    steps_per_repeat: int = MISSING  # vector steps per timed repeat
+    min_repeat_seconds: float = MISSING  # a repeat goes on (in steps_per_repeat chunks) until this long
+    collector_threads: int = MISSING  # torch threads of the main process while collecting
+    recommend_tolerance: float = MISSING  # fewer environments win when within this fraction of the best
+    recommendation_file: Optional[str] = MISSING  # where num_envs=auto looks; None = do not write one
+    env_overrides: Dict[str, Any] = MISSING  # per simulator name, env settings on top of ``env``
     learner: LearnerSettings = field(default_factory=LearnerSettings)
     end_to_end: EndToEndSettings = field(default_factory=EndToEndSettings)
     fidelity: FidelitySettings = field(default_factory=FidelitySettings)
@@ -210,25 +205,19 @@ def validate_benchmark(cfg: Any) -> DictConfig:
 def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
     """Measure everything the module docstring lists; returns the report written to benchmark.json."""
     import torch
-    from firebreak_exp.factory import build_landscapes, env_kwargs, simulator_name
-    from firebreak_exp.rl.dqn import DQNAgent
-    from firebreak_exp.rl.replay import ReplayBuffer
+    from firebreak_exp.factory import build_landscapes, env_factory, make_agent, make_replay, simulator_name
 
     bench = cfg.benchmark
     cores = available_cores()
     machine = machine_info()
     landscapes = build_landscapes(cfg)
     tiles = evenly(landscapes.train, bench.max_tiles)
-    base_kwargs = env_kwargs(cfg)
+    base_kwargs = env_factory(cfg).keywords
     factories = simulator_factories(cfg, list(bench.simulators))
 
     def env_kwargs_for(simulator: str) -> dict:
         """The environments' keyword arguments with ``simulator`` and its ``benchmark.env_overrides``."""
-        overrides = dict(bench.env_overrides.get(simulator, {}))
-        scenario = base_kwargs["scenario"]
-        if "num_ignitions" in overrides:      # the fires an episode shows belong to the scenario
-            scenario = dataclasses.replace(scenario, num_ignitions=int(overrides.pop("num_ignitions")))
-        return {**base_kwargs, **overrides, "scenario": scenario, "simulator_factory": factories[simulator]}
+        return {**base_kwargs, **bench.env_overrides.get(simulator, {}), "simulator_factory": factories[simulator]}
     backends = [resolve_backend(b) for b in bench.backends]
     backends = sorted(dict.fromkeys(backends), key=lambda b: b != "sequential")   # sequential first
     num_envs_list = sorted(dict.fromkeys(int(n) for n in bench.num_envs))
@@ -244,15 +233,14 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
                 if agent is None:   # the acting agent and the replay the learner samples from
                     with VectorizedFireEnv(tiles, 1, env_kwargs=kwargs) as probe:
                         obs_shape = probe.single_observation_space.shape
-                    agent = DQNAgent(obs_shape, seed=seed, **{**OmegaConf.to_container(cfg.agent, resolve=True),
-                                                              "num_threads": int(bench.collector_threads),
-                                                              "epsilon_start": float(cfg.agent.epsilon_end)})
-                    replay = ReplayBuffer(min(int(cfg.agent.buffer_size), 8192), obs_shape, seed=seed)
+                    agent = make_agent(cfg, obs_shape, num_threads=int(bench.collector_threads),
+                                       epsilon_start=float(cfg.agent.epsilon_end))
+                    replay = make_replay(cfg, obs_shape, capacity=min(int(cfg.replay.capacity), 8192))
                 configs = [(b, num_envs, w) for b in backends for w in worker_counts(b, num_envs, bench, cores)]
                 log.info("collecting with %s, %d envs: %s", simulator, num_envs,
                          ", ".join(f"{b} ({w} workers)" for b, _, w in configs))
                 for row in measure_collection(tiles, kwargs, configs, agent, replay, bench, seed, batch_size,
-                                              bool(cfg.parallel.get("share_fires", True))):
+                                              bool(cfg.parallel.share_fires)):
                     row["simulator"] = simulator
                     results.append(row)
                     log.info("  %s x %d, %d workers: %.1f simulations/s, %.1f experiences/s (spread %.2f)",
@@ -292,7 +280,7 @@ def run_benchmark(cfg: DictConfig, run_dir: Path) -> dict:
         "machine": machine,
         "landscape": {"source": cfg.landscape.source, "raster_dir": cfg.landscape.get("raster_dir"),
                       "grid_size": grid, "tiles": len(tiles), "train_tiles": len(landscapes.train),
-                      "num_ignitions": int(cfg.scenario.num_ignitions),
+                      "num_ignitions": int(cfg.env.num_ignitions),
                       "percentage_increment": float(cfg.env.percentage_increment)},
         "settings": OmegaConf.to_container(bench, resolve=True),
         "results": results,

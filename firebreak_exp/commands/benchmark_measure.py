@@ -364,7 +364,7 @@ def measure_learner(cfg: DictConfig, obs_shape: tuple, replay, settings: DictCon
     (``onednn``) on batches without demonstrations; ``updates_per_s_with_demonstrations`` the same thread
     count's with them; ``updates_per_s_by_setting`` has them all. The marks stay in ``replay`` afterwards."""
     import torch
-    from firebreak_exp.rl.dqn import DQNAgent
+    from firebreak_exp.factory import make_agent
 
     thread_counts = [int(settings.threads)] if settings.threads else sorted({1, available_cores()})
     onednn, share = onednn_for(cfg), demonstration_share(cfg)
@@ -373,11 +373,10 @@ def measure_learner(cfg: DictConfig, obs_shape: tuple, replay, settings: DictCon
     settings_list = [(threads, mode, demos) for demos in ((False, True) if share > 0 else (False,))
                      for mode in modes for threads in thread_counts]
     previous, previous_onednn = torch.get_num_threads(), torch.backends.mkldnn.enabled
-    agent_kwargs = OmegaConf.to_container(cfg.agent, resolve=True)
     batch_size = int(cfg.agent.batch_size)
     rates = {setting: [] for setting in settings_list}
     try:
-        agents = {setting: DQNAgent(obs_shape, seed=int(cfg.seed), **{**agent_kwargs, "num_threads": setting[0]})
+        agents = {setting: make_agent(cfg, obs_shape, num_threads=setting[0])
                   for setting in settings_list}
         for rep in range(-1, settings.repeats):            # -1: warm-up
             for (threads, mode, demos), agent in agents.items():
@@ -416,7 +415,7 @@ def measure_end_to_end(cfg: DictConfig, tiles: Sequence, env_kwargs: dict, choic
     """Collection with learner updates (one per ``trainer.train_frequency`` experiences) at ``choice``, the
     learner on ``agent.num_threads`` torch threads as in training (null: all cores)."""
     import torch
-    from firebreak_exp.rl.dqn import DQNAgent
+    from firebreak_exp.factory import make_agent
     from firebreak_exp.rl.trainer import ParallelExperienceCollector
 
     learner_threads = int(cfg.agent.num_threads) if cfg.agent.get("num_threads") else available_cores()
@@ -424,12 +423,10 @@ def measure_end_to_end(cfg: DictConfig, tiles: Sequence, env_kwargs: dict, choic
     torch.set_num_threads(learner_threads)
     vec_env = CountingVectorEnv(tiles, choice["num_envs"], method=choice["backend"],
                                           max_workers=choice["max_workers"], env_kwargs=env_kwargs,
-                                          share_fires=bool(cfg.parallel.get("share_fires", True)))
+                                          share_fires=bool(cfg.parallel.share_fires))
     try:
         obs_shape = vec_env.single_observation_space.shape
-        agent = DQNAgent(obs_shape, seed=int(cfg.seed), **{**OmegaConf.to_container(cfg.agent, resolve=True),
-                                                          "num_threads": learner_threads,
-                                                          "epsilon_start": float(cfg.agent.epsilon_end)})
+        agent = make_agent(cfg, obs_shape, num_threads=learner_threads, epsilon_start=float(cfg.agent.epsilon_end))
         batch_size = int(cfg.agent.batch_size)
         collector = ParallelExperienceCollector(vec_env, agent, replay, batch_size=batch_size,
                                                 learning_starts=min(len(replay), batch_size), seed=int(cfg.seed))

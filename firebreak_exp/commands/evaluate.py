@@ -30,7 +30,7 @@ from typing import List, Optional
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from firebreak_exp.commands.cli import CONF_DIR, run_job
 from firebreak_exp.commands.tracking import flatten, tracked_run
@@ -43,51 +43,31 @@ RUN_ID = re.compile(r"^[0-9a-f]{32}$")
 
 
 @dataclass
-class DomiRankSettings:
-    sigma_fraction: float = 0.5          # sigma = sigma_fraction * (-1 / lambda_min), in (0, 1)
-    symmetric: bool = True               # symmetrize the spread network
-
-
-@dataclass
 class GreedySettings:
-    simulator: Optional[str] = "travel_time"  # simulator of the greedy and flow searches; None = the scoring one
-    exclude_ignitions: bool = True       # planning ignition cells are not candidates
-    num_ignitions: Optional[int] = None  # planning ignitions for greedy; None = scenario.num_ignitions
-    max_candidates: Optional[int] = None # cap on candidate cells per step; None = every cell fires reach
-
-
-@dataclass
-class SearchSettings:
-    rollouts: int = 8                    # plans sampled per tile by policy_search / flow_search, the best kept
-    temperature: float = 0.02            # softmax temperature, a fraction of each step's range of guide scores
+    simulator: Optional[str] = MISSING       # simulator of the greedy and flow searches; None = the scoring one
+    num_ignitions: Optional[int] = MISSING   # planning ignitions for greedy; None = env.num_ignitions
 
 
 @dataclass
 class CeilingSettings:
-    start: str = "flow"                  # planner whose plan local_search improves: flow or greedy
-    num_ignitions: Optional[int] = 64    # planning ignitions of local_search; None = scenario.num_ignitions
-    candidates: int = 16                 # cells tried in place of each break (most fire flow first)
-    max_passes: int = 3                  # passes over the plan's breaks
+    num_ignitions: Optional[int] = MISSING   # planning ignitions of local_search; None = env.num_ignitions
 
 
 @dataclass
 class EvaluateConfig(Config):
     """The composed configuration of ``python -m firebreak_exp.evaluate``: the training groups plus these."""
-    checkpoint: Optional[str] = None     # checkpoint file, training run folder or MLflow run id; None = baselines
-    checkpoint_file: str = "best.pt"     # checkpoint of a run folder / run id (falls back to last.pt)
-    budgets: List[float] = field(default_factory=lambda: [1.0, 2.0, 5.0, 10.0, 20.0])  # % of burnable cells
-    num_ignitions: int = 32              # scoring ignitions per tile
-    random_seeds: int = 5                # random plans averaged per tile
-    methods: List[str] = field(default_factory=lambda: ["no_treatment", "random", "domirank", "greedy", "flow",
-                                                                 "policy"])
-    max_tiles: Optional[int] = None      # cap on held-out tiles
-    split: str = "heldout"               # tiles evaluated: heldout (reporting) or train (tuning)
-    scoring_simulator: Optional[str] = None  # simulator scoring the plans (e.g. pyretechnics); None = the planning one
-    progress: bool = True                # progress bar over the plans scored
-    example_budget: float = 5.0          # budget shown in the map plots
-    domirank: DomiRankSettings = field(default_factory=DomiRankSettings)
+    checkpoint: Optional[str] = MISSING      # checkpoint file, training run folder or MLflow run id; None = baselines
+    checkpoint_file: str = MISSING           # checkpoint of a run folder / run id (falls back to last.pt)
+    budgets: List[float] = MISSING           # % of burnable cells
+    num_ignitions: int = MISSING             # scoring ignitions per tile
+    random_seeds: int = MISSING              # random plans averaged per tile
+    methods: List[str] = MISSING             # names of ``planners`` to run
+    max_tiles: Optional[int] = MISSING       # cap on held-out tiles
+    split: str = MISSING                     # tiles evaluated: heldout (reporting) or train (tuning)
+    scoring_simulator: Optional[str] = MISSING  # simulator scoring the plans (e.g. pyretechnics); None = the planning one
+    progress: bool = MISSING                 # progress bar over the plans scored
+    example_budget: float = MISSING          # budget shown in the map plots
     greedy: GreedySettings = field(default_factory=GreedySettings)
-    search: SearchSettings = field(default_factory=SearchSettings)
     ceiling: CeilingSettings = field(default_factory=CeilingSettings)
 
 
@@ -108,7 +88,6 @@ register_evaluate_config()
 
 def check_evaluation_values(cfg) -> None:
     """Range checks of the evaluation keys; ValueError names the key."""
-    from firebreak_exp.planning.search import METHODS as PLANNERS
     if not cfg.budgets:
         raise ValueError("budgets=[]: expected at least one budget (% of burnable cells)")
     for b in cfg.budgets:
@@ -119,19 +98,22 @@ def check_evaluation_values(cfg) -> None:
             raise ValueError(f"{key}={cfg[key]}: expected a positive integer")
     if cfg.max_tiles is not None and cfg.max_tiles < 1:
         raise ValueError(f"max_tiles={cfg.max_tiles}: expected a positive integer or null")
-    unknown = [m for m in cfg.methods if m not in PLANNERS]
+    unknown = [m for m in cfg.methods if m not in cfg.planners]   # the evaluation's own planners
     if unknown or not cfg.methods:
-        raise ValueError(f"methods={list(cfg.methods)}: unknown {unknown}; expected some of {sorted(PLANNERS)}")
-    if not 0 < cfg.domirank.sigma_fraction < 1:
-        raise ValueError(f"domirank.sigma_fraction={cfg.domirank.sigma_fraction}: expected a value in (0, 1)")
+        raise ValueError(f"methods={list(cfg.methods)}: unknown {unknown}; expected some of {sorted(cfg.planners)}")
+    sigma_fraction = OmegaConf.select(cfg, "planners.domirank.sigma_fraction")
+    if sigma_fraction is not None and not 0 < sigma_fraction < 1:
+        raise ValueError(f"planners.domirank.sigma_fraction={sigma_fraction}: expected a value in (0, 1)")
     from firebreak_exp.fire import SIMULATORS
     for key in ("greedy.simulator", "scoring_simulator"):
         name = OmegaConf.select(cfg, key)
         if name is not None and name not in SIMULATORS:
             raise ValueError(f"{key}={name}: expected one of {sorted(SIMULATORS)} or null")
-    if cfg.search.rollouts < 1 or not cfg.search.temperature > 0:
-        raise ValueError(f"search.rollouts={cfg.search.rollouts}, search.temperature={cfg.search.temperature}: "
-                         "expected a positive integer and a positive temperature")
+    for name in ("policy_search", "flow_search"):
+        search = OmegaConf.select(cfg, f"planners.{name}")
+        if search is not None and (search.rollouts < 1 or not search.temperature > 0):
+            raise ValueError(f"planners.{name}.rollouts={search.rollouts}, planners.{name}.temperature="
+                             f"{search.temperature}: expected a positive integer and a positive temperature")
 
 
 def resolve_checkpoint(spec: str, checkpoint_file: str, tracking_uri: str, download_dir: Path) -> dict:
@@ -243,12 +225,11 @@ def training_config(cfg: DictConfig, archived: Optional[DictConfig], overrides: 
 def load_agent(train_cfg, checkpoint_path: Path, grid_shape: tuple):
     """A DQNAgent built with the training config's agent settings and the checkpoint's Q-network weights."""
     from firebreak_exp.observation import CHANNELS
+    from firebreak_exp.factory import make_agent
     from firebreak_exp.rl.checkpoint import CheckpointError, load_checkpoint
-    from firebreak_exp.rl.dqn import DQNAgent
 
     state = load_checkpoint(checkpoint_path, with_replay=False)
-    settings = OmegaConf.to_container(train_cfg.agent, resolve=True)
-    agent = DQNAgent((len(CHANNELS), *grid_shape), seed=int(train_cfg.seed), **settings)
+    agent = make_agent(train_cfg, (len(CHANNELS), *grid_shape))
     try:
         agent.q_network.load_state_dict(state["agent"]["q_network"])
         agent.target_network.load_state_dict(state["agent"]["target_network"])
@@ -258,42 +239,16 @@ def load_agent(train_cfg, checkpoint_path: Path, grid_shape: tuple):
     return agent
 
 
-def build_planners(cfg, agent, percentage_increment: float) -> dict:
-    from firebreak_exp.planning.planners import DomiRankPlanner, GreedyPlanner, make_planner, PolicyPlanner
-    from firebreak_exp.planning.search import FlowSearchPlanner, LocalSearchPlanner, PolicySearchPlanner
-    planners = {}
-    search = {"rollouts": int(cfg.search.rollouts), "temperature": float(cfg.search.temperature),
-              "percentage_increment": percentage_increment}
-    for name in cfg.methods:
-        if name in ("policy", "policy_search") and agent is None:
-            log.warning("no checkpoint: the '%s' method is skipped", name)
-            continue
-        if name == "policy":
-            planners[name] = PolicyPlanner(agent, percentage_increment)
-        elif name == "policy_search":
-            planners[name] = PolicySearchPlanner(agent, **search)
-        elif name == "flow_search":
-            planners[name] = FlowSearchPlanner(**search)
-        elif name == "local_search":
-            planners[name] = LocalSearchPlanner(cfg.ceiling.start, cfg.ceiling.candidates, cfg.ceiling.max_passes)
-        elif name == "domirank":
-            planners[name] = DomiRankPlanner(cfg.domirank.sigma_fraction, cfg.domirank.symmetric)
-        elif name == "greedy":
-            planners[name] = GreedyPlanner(cfg.greedy.exclude_ignitions, cfg.greedy.max_candidates)
-        else:
-            planners[name] = make_planner(name)
-    return planners
-
-
 # ---------------------------------------------------------------------------------------------------------
 # The job
 # ---------------------------------------------------------------------------------------------------------
 
 def evaluate_job(cfg: DictConfig) -> dict:
     """Evaluate, write ``evaluation.json`` and plots into the Hydra run folder, log an MLflow run."""
-    from firebreak_exp.factory import env_kwargs
+    from firebreak_exp.factory import env_factory
     from firebreak_exp.fire import SIMULATORS
-    from firebreak_exp.planning.evaluation import compare_planners, format_table, heldout_tiles, summarize
+    from firebreak_exp.planning.evaluation import (build_planners, compare_planners, format_table, heldout_tiles,
+                                                   summarize)
     from firebreak_exp.plots import plot_method_burn_probability, plot_method_fuel_breaks, plot_r_against_budget
 
     check_evaluation_values(cfg)
@@ -308,9 +263,9 @@ def evaluate_job(cfg: DictConfig) -> dict:
     tiles = heldout_tiles(train_cfg, cfg.max_tiles, cfg.split)
     if not tiles:
         raise ValueError("the landscape has no held-out tiles (landscape.heldout_fraction=0?)")
-    kwargs = env_kwargs(train_cfg)
+    kwargs = env_factory(train_cfg).keywords
     agent = load_agent(train_cfg, source["path"], tiles[0].shape) if source else None
-    planners = build_planners(cfg, agent, kwargs["percentage_increment"])
+    planners = build_planners(train_cfg.planners, cfg.methods, agent, kwargs["percentage_increment"])
     training_run_id = None
     if source is not None:
         training_run_id = source["run_id"] or find_training_run(cfg.tracking.uri, source["run_dir"])
@@ -333,7 +288,7 @@ def evaluate_job(cfg: DictConfig) -> dict:
         raw = compare_planners(
             tiles, planners, kwargs["simulator_factory"], kwargs["scenario"], list(cfg.budgets),
             seed=int(train_cfg.seed), num_scoring_ignitions=int(cfg.num_ignitions),
-            random_seeds=int(cfg.random_seeds),
+            num_planning_ignitions=int(kwargs["num_ignitions"]), random_seeds=int(cfg.random_seeds),
             planner_simulators={name: greedy_sim for name in ("greedy", "flow", "local_search")},
             planner_ignitions={"greedy": cfg.greedy.num_ignitions, "local_search": cfg.ceiling.num_ignitions},
             example_budget=float(cfg.example_budget),

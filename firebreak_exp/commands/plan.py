@@ -30,11 +30,11 @@ import hydra
 import numpy as np
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from hydra.utils import instantiate
+from omegaconf import MISSING, DictConfig, OmegaConf
 
 from firebreak_exp.commands.cli import CONF_DIR, run_job
-from firebreak_exp.commands.evaluate import DomiRankSettings
-from firebreak_exp.commands.tracking import Tracker, flatten, job_tags, tracked_run
+from firebreak_exp.commands.tracking import flatten, job_tags, tracked_run
 from firebreak_exp.config import Config, check_values, register_configs
 
 log = logging.getLogger("firebreak_exp")
@@ -42,27 +42,26 @@ log = logging.getLogger("firebreak_exp")
 
 @dataclass
 class PlanGreedySettings:
-    exclude_ignitions: bool = True       # planning ignition cells are not candidates
-    max_candidates: Optional[int] = 256  # candidate cells simulated per batch (the most burned); None = all
+    exclude_ignitions: bool = MISSING           # planning ignition cells are not candidates
+    max_candidates: Optional[int] = MISSING     # candidate cells simulated per batch (the most burned); None = all
 
 
 @dataclass
 class PlanConfig(Config):
     """The composed configuration of ``python -m firebreak_exp.plan``: the training groups plus these."""
-    checkpoint: Optional[str] = None     # checkpoint file, training run folder or MLflow run id (method policy)
-    checkpoint_file: str = "best.pt"     # checkpoint of a run folder / run id (falls back to last.pt)
-    method: Any = "policy"               # policy, flow, greedy, domirank, random, or a list of them
-    budget_percent: float = 5.0          # breaks, % of the burnable cells, in (0, 100)
-    budget_hectares: Optional[float] = None  # breaks in ha instead (cell area: cell_size^2 / 10,000 ha)
-    num_ignitions: int = 128             # planning fires, drawn across the burnable cells
-    scoring_ignitions: int = 64          # fresh scoring fires, drawn from another stream
-    batch_percent: Optional[float] = None  # breaks placed between fire updates, % of burnable cells;
-                                           # null = env.percentage_increment
-    planning_simulator: Optional[str] = "travel_time"  # simulator of the planning fires; null = `simulator`
-    window: Optional[List[int]] = None   # [row, col, height, width] cells: plan this part of the raster only
-    plan_window: Optional[int] = None    # cells: flow, policy and greedy plan window by window of this size,
-                                         # each with scenario.num_ignitions fires; None = the whole grid at once
-    domirank: DomiRankSettings = field(default_factory=DomiRankSettings)
+    checkpoint: Optional[str] = MISSING      # checkpoint file, training run folder or MLflow run id (method policy)
+    checkpoint_file: str = MISSING           # checkpoint of a run folder / run id (falls back to last.pt)
+    method: Any = MISSING                    # policy, flow, greedy, domirank, random, or a list of them
+    budget_percent: float = MISSING          # breaks, % of the burnable cells, in (0, 100)
+    budget_hectares: Optional[float] = MISSING  # breaks in ha instead (cell area: cell_size^2 / 10,000 ha)
+    num_ignitions: int = MISSING             # planning fires, drawn across the burnable cells
+    scoring_ignitions: int = MISSING         # fresh scoring fires, drawn from another stream
+    batch_percent: Optional[float] = MISSING  # breaks placed between fire updates, % of burnable cells;
+                                              # null = env.percentage_increment
+    planning_simulator: Optional[str] = MISSING  # simulator of the planning fires; null = `simulator`
+    window: Optional[List[int]] = MISSING    # [row, col, height, width] cells: plan this part of the raster only
+    plan_window: Optional[int] = MISSING     # cells: flow, policy and greedy plan window by window of this size,
+                                             # each with env.num_ignitions fires; None = the whole grid at once
     greedy: PlanGreedySettings = field(default_factory=PlanGreedySettings)
 
 
@@ -107,8 +106,9 @@ def check_plan_values(cfg) -> None:
         raise ValueError(f"plan_window={cfg.plan_window}: expected a window side of at least 2 cells, or null")
     if cfg.planning_simulator is not None and cfg.planning_simulator not in SIMULATORS:
         raise ValueError(f"planning_simulator={cfg.planning_simulator}: expected one of {sorted(SIMULATORS)} or null")
-    if not 0 < cfg.domirank.sigma_fraction < 1:
-        raise ValueError(f"domirank.sigma_fraction={cfg.domirank.sigma_fraction}: expected a value in (0, 1)")
+    sigma_fraction = OmegaConf.select(cfg, "planners.domirank.sigma_fraction")
+    if sigma_fraction is not None and not 0 < sigma_fraction < 1:
+        raise ValueError(f"planners.domirank.sigma_fraction={sigma_fraction}: expected a value in (0, 1)")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -118,7 +118,6 @@ def check_plan_values(cfg) -> None:
 def _simulators(cfg, train_cfg, landscape, scenario) -> tuple:
     """(planning simulator, scoring simulator, scoring simulator's name) over the whole grid; one instance
     when both are the same kind."""
-    from hydra.utils import instantiate
     from firebreak_exp.factory import simulator_name
     from firebreak_exp.fire import SIMULATORS
     scoring_name = simulator_name(train_cfg)
@@ -129,19 +128,19 @@ def _simulators(cfg, train_cfg, landscape, scenario) -> tuple:
     return planning, scoring, scoring_name
 
 
-def _plan_one(method, cfg, landscape, simulator, scenario, num_breaks, planning, batch_percent, agent,
+def _plan_one(method, cfg, train_cfg, landscape, simulator, scenario, num_breaks, planning, batch_percent, agent,
               seed) -> dict:
     """Plan with one method: ``{"cells", "batches", "windows", "seconds"}``."""
     from firebreak_exp.planning import whole_landscape as lp
     from firebreak_exp.planning.evaluation import PLANNER_STREAM, PLANNING_STREAM, evaluation_rng
-    from firebreak_exp.planning.planners import DomiRankPlanner, RandomPlanner
+    from firebreak_exp.planning.planners import RandomPlanner
     start = time.perf_counter()
     batches, windows = 1, 1
     if method == "random":
         cells = RandomPlanner().plan(landscape.tile, simulator, scenario, num_breaks, planning,
                                      evaluation_rng(seed, PLANNER_STREAM, 0, 0))
     elif method == "domirank":
-        cells = DomiRankPlanner(cfg.domirank.sigma_fraction, cfg.domirank.symmetric).plan(
+        cells = instantiate(train_cfg.planners.domirank).plan(
             landscape.tile, simulator, scenario, num_breaks, planning, None)
     else:
         scorers = {"flow": lp.flow_scorer, "policy": lambda env: lp.policy_scorer(agent),
@@ -153,7 +152,8 @@ def _plan_one(method, cfg, landscape, simulator, scenario, num_breaks, planning,
                                                    scorers[method])
         else:
             cells, batches, windows = lp.plan_in_windows(landscape, simulator, scenario, num_breaks,
-                                                         int(cfg.plan_window), batch_percent, scorers[method],
+                                                         int(cfg.plan_window), int(train_cfg.env.num_ignitions),
+                                                         batch_percent, scorers[method],
                                                          evaluation_rng(seed, PLANNING_STREAM, 1))
     return {"cells": np.asarray(cells, np.int64), "batches": batches, "windows": windows,
             "seconds": time.perf_counter() - start}
@@ -189,7 +189,7 @@ COMPARED = ("R", "R_ci", "break_cells", "break_hectares", "burned_area_untreated
 
 def _log_child(cfg, parent_id: str, tags: dict, record: dict, folder: Path) -> None:
     """One method of a comparison as a child run of ``parent_id``: its metrics and output files."""
-    child = Tracker(cfg.tracking.uri, cfg.tracking.experiment, cfg.tracking.get("artifact_location"))
+    child = instantiate(cfg.tracking)
     child.start(f"plan-{record['method']}", job_tags({**tags, "mlflow.parentRunId": parent_id}))
     try:
         child.log_params({"method": record["method"], "budget_percent": cfg.budget_percent,
@@ -204,7 +204,6 @@ def _log_child(cfg, parent_id: str, tags: dict, record: dict, folder: Path) -> N
 
 def plan_job(cfg: DictConfig) -> dict:
     """Plan with every method, score, write the outputs into the Hydra run folder and log MLflow runs."""
-    from hydra.utils import instantiate
     from firebreak_exp.commands import plan_outputs
     from firebreak_exp.commands.evaluate import load_agent, resolve_checkpoint, task_overrides, training_config
     from firebreak_exp.planning import whole_landscape as lp
@@ -250,7 +249,7 @@ def plan_job(cfg: DictConfig) -> dict:
               "planning": {"ignitions": int(cfg.num_ignitions), "simulator": cfg.planning_simulator or scoring_name,
                            "batch_cells": batch_cells, "batch_percent": batch_percent,
                            "plan_window": cfg.plan_window,
-                           "ignitions_per_window": None if cfg.plan_window is None else int(scenario.num_ignitions)},
+                           "ignitions_per_window": None if cfg.plan_window is None else int(train_cfg.env.num_ignitions)},
               "scoring": {"ignitions": int(cfg.scoring_ignitions), "simulator": scoring_name},
               "checkpoint": None if source is None else str(source["path"]), "seed": seed,
               "setup_seconds": setup_seconds}
@@ -264,7 +263,7 @@ def plan_job(cfg: DictConfig) -> dict:
         if (run_dir / ".hydra").is_dir():
             tracker.log_artifact(run_dir / ".hydra", ".hydra")
         for method in methods:
-            planned = _plan_one(method, cfg, landscape, planning_sim, scenario, num_breaks, planning, batch_percent,
+            planned = _plan_one(method, cfg, train_cfg, landscape, planning_sim, scenario, num_breaks, planning, batch_percent,
                                 agent, seed)
             breaks = np.zeros(landscape.tile.shape, bool)
             breaks.flat[planned["cells"]] = True

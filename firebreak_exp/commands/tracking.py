@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any, Iterator, List, Mapping, Optional, Sequence
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from firebreak_exp.commands.errors import ParentRunError, exit_with_error, one_line
@@ -88,9 +90,11 @@ def default_artifact_location(uri: str) -> Optional[str]:
 
 
 class Tracker:
-    """One MLflow run: params, tags, metrics over steps and artifacts, through ``MlflowClient``."""
+    """One MLflow run: params, tags, metrics over steps and artifacts, through ``MlflowClient``; the
+    ``tracking`` group's target. ``artifact_location`` (None: ``mlartifacts/`` beside a SQLite store) applies
+    when the experiment is created."""
 
-    def __init__(self, uri: str, experiment: str, artifact_location: Optional[str] = None):
+    def __init__(self, uri: str, experiment: str, artifact_location: Optional[str]):
         check_tracking_server(uri)
         import mlflow
         from mlflow.tracking import MlflowClient
@@ -216,7 +220,7 @@ def tracked_run(tracking: DictConfig, name: str, tags: Mapping[str, str],
     """One MLflow run of a job (``run_id``: reopen that run): named :func:`run_name` of ``name``, tagged
     :func:`job_tags` plus ``tags``; it ends FINISHED, or KILLED / FAILED when the body raises (KILLED by a
     signal: tagged ``interrupted_by`` with the signal's name)."""
-    tracker = Tracker(tracking.uri, tracking.experiment, tracking.get("artifact_location"))
+    tracker = instantiate(tracking)
     tracker.start(run_name(name), job_tags(tags), run_id=run_id)
     try:
         yield tracker
@@ -248,13 +252,15 @@ class MultirunParentCallback(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         overrides = " ".join(config.hydra.overrides.task)
         try:
-            tracker = Tracker(tracking.uri, tracking.experiment, tracking.get("artifact_location"))
+            tracker = instantiate(tracking)
             with store_lock(tracking.uri):
                 tracker.start("sweep", {"sweep_id": str(sweep_dir.resolve()), "overrides": overrides,
                                         "git_commit": git_commit(), "run_kind": "sweep"})
-        except (TrackingUnavailableError, StoreLockedError) as error:
-            exit_with_error(error)
         except Exception as error:
+            if isinstance(error, InstantiationException) and error.__cause__ is not None:
+                error = error.__cause__   # hydra's wrapper around the tracker's own error
+            if isinstance(error, (TrackingUnavailableError, StoreLockedError)):
+                exit_with_error(error)
             exit_with_error(ParentRunError(f"the sweep's parent run could not be created in {tracking.uri} "
                                            f"(tracking.uri), so no job was started: {one_line(error)}"))
         sweep_dir.mkdir(parents=True, exist_ok=True)

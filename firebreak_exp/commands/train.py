@@ -8,6 +8,10 @@ Examples::
     python -m firebreak_exp --config-path <run>/.hydra --config-name config   # re-run an archived run
     python -m firebreak_exp resume=<run folder or MLflow run id>              # continue a killed run
     python -m firebreak_exp hydra.run.dir=outputs/runs/a resume=auto          # continue a/ if it has a checkpoint
+    python -m firebreak_exp +seed_config=parallel_config.json                 # the seed's JSON settings
+
+The archived config (``<run>/.hydra/config.yaml``) is the config the run used, resolved
+(:mod:`~firebreak_exp.commands.archive`): ``parallel.num_envs=auto`` as the number it chose, absolute paths.
 """
 import logging
 from pathlib import Path
@@ -16,8 +20,10 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from firebreak_exp.commands.archive import resolved_for_archive, write_archive
 from firebreak_exp.commands.auto_resume import RUN_ID_FILE, auto_resume_run, effective_resume
 from firebreak_exp.commands.cli import CONF_DIR, run_job
+from firebreak_exp.commands.seed_config import apply_seed_config
 from firebreak_exp.commands.tracking import config_params, tracked_run
 from firebreak_exp.config import register_configs, validate
 from firebreak_exp.interrupt import graceful_stop
@@ -44,32 +50,46 @@ def locate_run(resume: str, tracking_uri: str) -> tuple[Path, str]:
 
 
 def train_job(cfg: DictConfig) -> dict:
-    """One training job inside an MLflow run; the config archive is logged first."""
-    from firebreak_exp.rl.trainer import ParallelFuelBreakTrainer
+    """One training job inside an MLflow run; the config archive is logged first, then the vector env, the
+    agent and the replay are built from the config and handed to the trainer."""
+    from firebreak_exp.rl.trainer import ParallelFuelBreakTrainer, build_training
     with graceful_stop():   # SIGINT/SIGTERM from here on end in a checkpoint and one line (cli.run_job)
         resume_id, resume = None, effective_resume(cfg.resume)
         run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
-        if resume == "auto":
-            previous = auto_resume_run(run_dir, cfg, cfg.tracking.uri)
-            if previous is not None and previous.info.status == "FINISHED":
-                log.info("resume=auto: %s holds the finished MLflow run %s; nothing to do", run_dir,
-                         previous.info.run_id)
-                return None
-            resume_id = previous.info.run_id if previous is not None else None
-        elif resume:
+        params = None
+        if resume and resume != "auto":
             run_dir, resume_id = locate_run(resume, cfg.tracking.uri)
             cfg = validate(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+        else:
+            requested_num_envs = cfg.parallel.num_envs
+            cfg = resolved_for_archive(cfg)
+            params = {**config_params(cfg), "parallel.num_envs_requested": requested_num_envs}
+            if resume == "auto":
+                previous = auto_resume_run(run_dir, params, cfg.tracking.uri)
+                if previous is not None and previous.info.status == "FINISHED":
+                    log.info("resume=auto: %s holds the finished MLflow run %s; nothing to do", run_dir,
+                             previous.info.run_id)
+                    return None
+                resume_id = previous.info.run_id if previous is not None else None
+            write_archive(cfg, run_dir)
         tags = {"run_kind": "train", "experiment_name": str(cfg.experiment_name or "default"), "run_dir": str(run_dir)}
         with tracked_run(cfg.tracking, "train", tags, run_id=resume_id) as tracker:
             if resume_id is None:
                 (run_dir / RUN_ID_FILE).write_text(tracker.run_id)
-                tracker.log_params(config_params(cfg))
+                tracker.log_params(params)
                 tracker.log_artifact(run_dir / ".hydra", ".hydra")
-            summary = ParallelFuelBreakTrainer(cfg, run_dir, tracker, resume=resume_id is not None).train()
+            trainer = ParallelFuelBreakTrainer(cfg, run_dir, tracker, resume=resume_id is not None,
+                                               parts=build_training(cfg))
+            summary = trainer.train()
     log.info("MLflow run %s in %s", tracker.run_id, cfg.tracking.uri)
     return summary
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig):
-    return run_job(train_job, cfg)
+    return run_job(train_job, cfg, validator=validate_training)
+
+
+def validate_training(cfg: DictConfig) -> DictConfig:
+    """The training schema's check of ``cfg``, with a ``+seed_config=FILE``'s settings applied first."""
+    return validate(apply_seed_config(cfg))

@@ -69,7 +69,7 @@ def _timed_burn(simulator: FireSimulator, ignitions: np.ndarray, breaks=None) ->
     return maps, time.perf_counter() - start
 
 
-def compare_simulators(reference, candidate, tiles: Iterable, scenario: Optional[Scenario] = None,
+def compare_simulators(reference, candidate, tiles: Iterable, scenario: Scenario,
                        ignitions_per_tile: int = 8, num_plans: int = 30, budget_fraction: float = 0.05,
                        seed: int = 0, plan_ignitions: Optional[int] = None) -> dict:
     """Fidelity of ``candidate`` against ``reference`` (simulator classes, or factories taking
@@ -107,14 +107,13 @@ def compare_simulators(reference, candidate, tiles: Iterable, scenario: Optional
     }
 
 
-def compare_details(reference, candidate, tiles: Iterable, scenario: Optional[Scenario] = None,
+def compare_details(reference, candidate, tiles: Iterable, scenario: Scenario,
                     ignitions_per_tile: int = 8, num_plans: int = 30, budget_fraction: float = 0.05,
                     seed: int = 0, plan_ignitions: Optional[int] = None) -> dict:
     """The raw material of :func:`compare_simulators`: ``fractions`` (pairs x [reference, candidate]) burned
     without breaks, ``ious`` (pairs where either map is non-empty), ``plan_scores`` (plans x [reference,
     candidate]) expected burned fractions, ``plan_tile`` / ``plan_kind`` ("random", "frequency", "line")
     per plan, ``sims`` and ``seconds`` ([reference, candidate] simulations run and burn_maps time)."""
-    scenario = Scenario() if scenario is None else scenario
     tiles = [t for t in tiles if burnable_mask(t.fuel_model).any()]
     if not tiles:
         raise ValueError("compare_simulators needs at least one tile with burnable cells")
@@ -171,7 +170,7 @@ def compare_details(reference, candidate, tiles: Iterable, scenario: Optional[Sc
     }
 
 
-def fit_rate_factor(tiles: Iterable, scenario: Optional[Scenario] = None, ignitions_per_tile: int = 8,
+def fit_rate_factor(tiles: Iterable, scenario: Scenario, ignitions_per_tile: int = 8,
                     seed: int = 0, factors: Optional[Sequence[float]] = None, **travel_time_kwargs) -> dict:
     """Fit :class:`TravelTimeSimulator`'s ``rate_factor`` to :class:`PyretechnicsSimulator` on ``tiles``.
 
@@ -180,15 +179,14 @@ def fit_rate_factor(tiles: Iterable, scenario: Optional[Scenario] = None, igniti
     (a travel-time cell burns iff its uncalibrated arrival time <= ``factor * burn_duration``, so every
     factor is scored from one Dijkstra run). Returns ``{"rate_factor", "mae", "num_pairs", "mae_by_factor"}``.
 
-    The default :data:`TRAVEL_TIME_RATE_FACTOR` was fitted with this under the default :class:`Scenario` on
-    tiles of the Worcester, VT LANDFIRE sample that lie entirely west of column 400 (the held-out tiles
-    of ``landscape.split_tiles(tiles, 0.2)`` start at column 425 for 25 x 25 and 450 for 50 x 50 tiles):
-    ``rng = np.random.default_rng(2024)``, 20 of the western 25 x 25 tiles then 6 of the western 50 x 50
-    tiles (``rng.choice`` on ``cut_tiles`` order, sorted), 8 ignitions each (``seed=7``): factor 1.00,
-    MAE 0.0117 over 208 fires (0.99: 0.0122, 1.01: 0.0127). It was validated with
+    The default :data:`TRAVEL_TIME_RATE_FACTOR` was fitted with this under the ``dry_summer`` scenario
+    (``conf/scenario/dry_summer.yaml``) on tiles of the Worcester, VT LANDFIRE sample that lie entirely west of
+    column 400 (the held-out tiles of ``landscape.split_tiles(tiles, 0.2)`` start at column 425 for 25 x 25 and
+    450 for 50 x 50 tiles): ``rng = np.random.default_rng(2024)``, 20 of the western 25 x 25 tiles then 6 of the
+    western 50 x 50 tiles (``rng.choice`` on ``cut_tiles`` order, sorted), 8 ignitions each (``seed=7``): factor
+    1.00, MAE 0.0117 over 208 fires (0.99: 0.0122, 1.01: 0.0127). It was validated with
     :func:`compare_simulators` on eastern tiles (column >= 400), which it never saw.
     """
-    scenario = Scenario() if scenario is None else scenario
     if factors is None:
         factors = np.round(np.arange(0.70, 1.501, 0.01), 4)
     factors = np.asarray(factors, dtype=np.float64)

@@ -40,7 +40,7 @@ class PyretechnicsSimulator(FireSimulator):
 
     name = "pyretechnics"
 
-    def __init__(self, tile, scenario: Optional[Scenario] = None, max_cells_per_timestep: float = 0.4,
+    def __init__(self, tile, scenario: Scenario, max_cells_per_timestep: float = 0.4,
                  surface_lw_ratio_model: str = "behave", phi_check_interval: Optional[float] = 60.0):
         super().__init__(tile, scenario)
         if surface_lw_ratio_model not in ("behave", "rothermel"):

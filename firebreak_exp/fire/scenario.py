@@ -19,33 +19,30 @@ BREAK_FUEL_MODEL = 99
 
 @dataclass(frozen=True)
 class Scenario:
-    """Fire weather and how fires are evaluated.
+    """Fire weather.
 
     Units: ``wind_speed`` km/h at 10 m; ``wind_direction`` degrees clockwise from north the wind blows
     FROM (pyretechnics' ``upwind_direction``; 270 = westerly wind, fires run east); fuel and foliar
-    moistures kg water / kg oven-dry fuel; ``burn_duration`` minutes each fire burns; ``num_ignitions``
-    fires an episode shows (used by the environment, not by the simulators; 8 here, as the tests and
-    ``experiment=pyretechnics`` use, and 32 in the default config, ``conf/scenario/dry_summer.yaml``).
+    moistures kg water / kg oven-dry fuel; ``burn_duration`` minutes each fire burns.
 
-    The defaults are a dry, windy late-summer day with cured herbaceous fuel. LANDFIRE's northern-hardwood
-    timber-litter fuels (TL5/TL6, most of Worcester, VT) spread at well under 1 m/min under their canopy
-    even then, so fires burn for a long shift (14 h) to cover a substantial share of a tile of 30 m cells.
-    Measured (mean burned fraction of the tile's burnable cells over random burnable ignitions): Worcester
-    25 x 25 tiles 0.43 (1800 fires, travel-time backend; 0.46 over 60 reference fires), Worcester 50 x 50
-    tiles 0.15; the synthetic landscape's more flammable fuels 0.63 (25 x 25) and 0.6 (50 x 50), many
-    fires there burning the whole tile unless breaks stop them.
+    The values come from the config (``conf/scenario/``); ``dry_summer`` is a dry, windy late-summer day with
+    cured herbaceous fuel. LANDFIRE's northern-hardwood timber-litter fuels (TL5/TL6, most of Worcester, VT)
+    spread at well under 1 m/min under their canopy even then, so fires burn for a long shift (14 h) to cover
+    a substantial share of a tile of 30 m cells. Measured (mean burned fraction of the tile's burnable cells
+    over random burnable ignitions): Worcester 25 x 25 tiles 0.43 (1800 fires, travel-time backend; 0.46 over
+    60 reference fires), Worcester 50 x 50 tiles 0.15; the synthetic landscape's more flammable fuels 0.63 (25
+    x 25) and 0.6 (50 x 50), many fires there burning the whole tile unless breaks stop them.
     """
 
-    wind_speed: float = 30.0
-    wind_direction: float = 270.0
-    fuel_moisture_dead_1hr: float = 0.03
-    fuel_moisture_dead_10hr: float = 0.04
-    fuel_moisture_dead_100hr: float = 0.05
-    fuel_moisture_live_herbaceous: float = 0.30
-    fuel_moisture_live_woody: float = 0.60
-    foliar_moisture: float = 0.80
-    burn_duration: float = 840.0
-    num_ignitions: int = 8
+    wind_speed: float
+    wind_direction: float
+    fuel_moisture_dead_1hr: float
+    fuel_moisture_dead_10hr: float
+    fuel_moisture_dead_100hr: float
+    fuel_moisture_live_herbaceous: float
+    fuel_moisture_live_woody: float
+    foliar_moisture: float
+    burn_duration: float
 
     def __post_init__(self) -> None:
         if not self.wind_speed >= 0.0:
@@ -59,8 +56,6 @@ class Scenario:
                 raise ValueError(f"Scenario.{name} must be > 0 kg/kg, got {value!r}")
         if not self.burn_duration > 0.0:
             raise ValueError(f"Scenario.burn_duration must be > 0 minutes, got {self.burn_duration!r}")
-        if int(self.num_ignitions) != self.num_ignitions or self.num_ignitions < 1:
-            raise ValueError(f"Scenario.num_ignitions must be a positive integer, got {self.num_ignitions!r}")
 
     def pyretechnics_weather(self) -> Dict[str, float]:
         """The scenario as pyretechnics' constant weather inputs (cube name -> value)."""

@@ -53,9 +53,9 @@ class FireSimulator:
 
     name: str = "base"
 
-    def __init__(self, tile, scenario: Optional[Scenario] = None):
+    def __init__(self, tile, scenario: Scenario):
         self.tile = tile
-        self.scenario = Scenario() if scenario is None else scenario
+        self.scenario = scenario
         self.shape = tuple(int(n) for n in np.shape(tile.fuel_model))
         self.burnable = burnable_mask(tile.fuel_model)
         self.burnable.flags.writeable = False

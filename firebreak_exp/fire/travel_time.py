@@ -116,7 +116,7 @@ class TravelTimeSimulator(IncrementalFireSimulator):
 
     name = "travel_time"
 
-    def __init__(self, tile, scenario: Optional[Scenario] = None, rate_factor: Optional[float] = None,
+    def __init__(self, tile, scenario: Scenario, rate_factor: Optional[float] = None,
                  neighbours: int = 16, num_azimuths: int = 32, surface_lw_ratio_model: str = "behave",
                  ignite_whole_cell: bool = True):
         super().__init__(tile, scenario)

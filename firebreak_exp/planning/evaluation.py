@@ -4,7 +4,7 @@
 Per tile, two ignition sets are drawn from streams that training never uses (training seeds its
 environments with the integers ``cfg.seed + i``; these streams are ``SeedSequence([EVALUATION_SEED_OFFSET,
 seed, stream, tile])``): the *planning* ignitions a planner is shown (as many as the environment shows,
-``scenario.num_ignitions``), and fresh *scoring* ignitions. Every plan of every method is scored on the
+``env.num_ignitions``), and fresh *scoring* ignitions. Every plan of every method is scored on the
 same scoring ignitions with the same simulator: the burned fraction BA (burned cells / burnable cells of
 the untreated tile, mean over scoring fires), and ``R = 1 - mean_t BA_t / mean_t BA0_t`` over tiles ``t``
 against no treatment (the ratio of means, so tiles that burn more weigh more and a tile that barely burns
@@ -12,15 +12,16 @@ cannot blow R up), with a percentile bootstrap confidence interval over tiles.
 """
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
+from hydra.utils import instantiate
 
-from firebreak_exp.factory import build_landscapes, env_kwargs
-from firebreak_exp.planning.planners import (DomiRankPlanner, FireFlowPlanner, NoTreatmentPlanner, Planner,
-                                             PolicyPlanner, RandomPlanner)
+from firebreak_exp.factory import build_landscapes, env_factory
+from firebreak_exp.planning.planners import NoTreatmentPlanner, Planner
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,22 @@ def evaluation_rng(seed: int, stream: int, *keys: int) -> np.random.Generator:
     """A generator of one evaluation stream (planning ignitions, scoring ignitions, planner randomness)."""
     return np.random.default_rng(np.random.SeedSequence([EVALUATION_SEED_OFFSET, int(seed), int(stream),
                                                          *(int(k) for k in keys)]))
+
+
+def build_planners(planners, names: Sequence[str], agent, percentage_increment: float) -> dict:
+    """``instantiate(planners[name])`` for each of ``names`` (the ``planners`` config group); a partial one
+    (the policy) is then given the trained ``agent`` and the training env's ``percentage_increment`` (% of
+    burnable cells), or skipped with a warning when there is no agent."""
+    built = {}
+    for name in names:
+        planner = instantiate(planners[name])
+        if isinstance(planner, functools.partial):
+            if agent is None:
+                log.warning("no trained agent: the %r method is skipped", name)
+                continue
+            planner = planner(agent=agent, percentage_increment=percentage_increment)
+        built[name] = planner
+    return built
 
 
 def draw_ignitions(tile, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -90,7 +107,7 @@ def bootstrap_ci(burned: np.ndarray, untreated: np.ndarray, confidence: float = 
 
 def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator_factory: Callable,
                      scenario, budgets: Sequence[float], *, seed: int, num_scoring_ignitions: int,
-                     num_planning_ignitions: Optional[int] = None, random_seeds: int = 1,
+                     num_planning_ignitions: int, random_seeds: int = 1,
                      planner_simulators: Optional[Mapping[str, Callable]] = None,
                      planner_ignitions: Optional[Mapping[str, int]] = None,
                      example_budget: Optional[float] = None, tile_keys: Optional[Sequence[int]] = None,
@@ -102,8 +119,8 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
     ``scoring_factory`` scores with another simulator than the planners plan with (e.g. the reference
     physics, pyretechnics, for plans made on the fast one). ``progress`` shows a progress bar over the plans
     scored.
-    Planners see ``num_planning_ignitions`` (default ``scenario.num_ignitions``; ``planner_ignitions[name]``
-    overrides it, drawn from the tile's planning stream); stochastic planners are run
+    Planners see ``num_planning_ignitions`` (as many as the environment shows; ``planner_ignitions[name]``
+    overrides it), drawn from the tile's planning stream; stochastic planners are run
     with ``random_seeds`` seeds and their BA averaged per tile. Nested planners plan once at the largest
     budget and are scored on prefixes. ``tile_keys`` (default 0, 1, ...) key the tiles' ignition streams.
 
@@ -119,7 +136,7 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
             raise ValueError(f"budget {b}: expected a percentage of burnable cells in (0, 100]")
     planner_simulators = dict(planner_simulators or {})
     planner_ignitions = dict(planner_ignitions or {})
-    num_planning = int(num_planning_ignitions or scenario.num_ignitions)
+    num_planning = int(num_planning_ignitions)
     example_budget = budgets[int(np.argmin([abs(b - (example_budget or 5.0)) for b in budgets]))]
     tile_keys = list(range(len(tiles))) if tile_keys is None else list(tile_keys)
     T, B = len(tiles), len(budgets)
@@ -237,20 +254,21 @@ def evaluate_policy(cfg, agent, episodes: int = 8) -> dict:
 
     Scores the greedy policy, no treatment, one random plan, DomiRank and fire flow at ``env.budget_percent``
     on ``episodes`` held-out tiles (spread over the list), ``env.reward_ignitions`` (else
-    ``scenario.num_ignitions``) fresh scoring ignitions each, with the training simulator. Returns
+    ``env.num_ignitions``) fresh scoring ignitions each, with the training simulator. Returns
     ``summary`` (burned fractions before/after, burned-area reduction, ``R`` with ``R_ci_low``/``R_ci_high``,
     ``R_random``, ``R_domirank``, ``R_flow``, ``plan_seconds``, ``episodes`` = tiles scored) and ``example``
     (the policy's maps on the tile that burns most).
     """
 
-    kwargs = env_kwargs(cfg)
+    kwargs = env_factory(cfg).keywords
     tiles = heldout_tiles(cfg, max(1, int(episodes)))
-    planners = {"policy": PolicyPlanner(agent, kwargs["percentage_increment"]),
-                "random": RandomPlanner(), "domirank": DomiRankPlanner(), "flow": FireFlowPlanner()}
+    planners = build_planners(cfg.planners, ("policy", "random", "domirank", "flow"), agent,
+                              kwargs["percentage_increment"])
     budget = float(kwargs["budget_percent"])
     raw = compare_planners(tiles, planners, kwargs["simulator_factory"], kwargs["scenario"], [budget],
                            seed=int(cfg.seed),
-                           num_scoring_ignitions=int(kwargs["reward_ignitions"] or kwargs["scenario"].num_ignitions),
+                           num_scoring_ignitions=int(kwargs["reward_ignitions"] or kwargs["num_ignitions"]),
+                           num_planning_ignitions=int(kwargs["num_ignitions"]),
                            example_budget=budget)
     table = summarize(raw)["methods"]
     policy = raw["burned_fraction"]["policy"][:, 0]

@@ -35,8 +35,8 @@ from firebreak_exp.fire.flows import fire_flow, king_dilation
 from firebreak_exp.fire.travel_time import KING_OFFSETS, offset_azimuth
 
 __all__ = ["Planner", "NoTreatmentPlanner", "RandomPlanner", "DomiRankPlanner", "GreedyPlanner",
-           "FireFlowPlanner", "PolicyPlanner", "spread_network", "smallest_eigenvalue", "domirank", "domirank_scores",
-           "make_planner", "PLANNERS"]
+           "FireFlowPlanner", "PolicyPlanner", "spread_network", "smallest_eigenvalue", "domirank", "domirank_scores"]
+
 
 def _burnable(tile) -> np.ndarray:
     return np.asarray(tile.burnable, dtype=bool)
@@ -212,7 +212,7 @@ class DomiRankPlanner(Planner):
 
     name = "domirank"
 
-    def __init__(self, sigma_fraction: float = 0.5, symmetric: bool = True):
+    def __init__(self, sigma_fraction: float, symmetric: bool):
         super().__init__()
         self.sigma_fraction, self.symmetric = float(sigma_fraction), bool(symmetric)
         self._orders: dict = {}
@@ -248,7 +248,7 @@ class GreedyPlanner(Planner):
     fires that burned ``c`` or a neighbour of it, so only those are simulated again: a step costs one
     simulation per (candidate, fire near it), and after a break only the fires near it are re-simulated
     (the other fires' reductions are reused), which keeps the search exact. Ties go to the cell burned by
-    more fires, then to the lower flat index. With ``exclude_ignitions`` (default) the planning ignition
+    more fires, then to the lower flat index. With ``exclude_ignitions`` the planning ignition
     cells are not candidates: breaking an ignition point "extinguishes" a sampled fire outright, which
     says nothing about fires that start elsewhere. When no candidate is left (every fire is stopped) the
     remaining breaks follow the untreated burn counts, then ``rng``.
@@ -256,7 +256,7 @@ class GreedyPlanner(Planner):
 
     name = "greedy"
 
-    def __init__(self, exclude_ignitions: bool = True, max_candidates: Optional[int] = None):
+    def __init__(self, exclude_ignitions: bool, max_candidates: Optional[int]):
         super().__init__()
         self.exclude_ignitions = bool(exclude_ignitions)
         self.max_candidates = None if max_candidates is None else int(max_candidates)
@@ -391,7 +391,7 @@ class PolicyPlanner(Planner):
     name = "policy"
     nested = False
 
-    def __init__(self, agent, percentage_increment: float = 1.0):
+    def __init__(self, agent, percentage_increment: float):
         super().__init__()
         self.agent = agent
         self.percentage_increment = float(percentage_increment)
@@ -404,7 +404,8 @@ class PolicyPlanner(Planner):
         num_burnable = int(_burnable(tile).sum())
         env = FuelBreakEnv([tile], lambda tile, scenario: simulator, scenario,
                            budget_percent=min(100.0, 100.0 * num_breaks / num_burnable),
-                           percentage_increment=self.percentage_increment)
+                           percentage_increment=self.percentage_increment, num_ignitions=max(1, len(ignitions)),
+                           reward_ignitions=None)
         obs, info = env.reset(seed=0, options={"tile_index": 0, "ignitions": ignitions})
         order, terminated = [], False
         while not terminated:
@@ -417,14 +418,3 @@ class PolicyPlanner(Planner):
 
     def __repr__(self) -> str:
         return f"PolicyPlanner(percentage_increment={self.percentage_increment})"
-
-
-PLANNERS = {"no_treatment": NoTreatmentPlanner, "random": RandomPlanner, "domirank": DomiRankPlanner,
-            "greedy": GreedyPlanner, "flow": FireFlowPlanner, "policy": PolicyPlanner}
-
-
-def make_planner(name: str, **kwargs) -> Planner:
-    """A planner by name (``PLANNERS``) with its keyword settings."""
-    if name not in PLANNERS:
-        raise ValueError(f"unknown planning method {name!r}; expected one of {sorted(PLANNERS)}")
-    return PLANNERS[name](**kwargs)

@@ -24,10 +24,10 @@ import numpy as np
 from firebreak_exp.environment import FuelBreakEnv, SharedTiles
 from firebreak_exp.fire.flows import fire_flow
 from firebreak_exp.observation import FIRE_FLOW_CHANNEL
-from firebreak_exp.planning.planners import PLANNERS, Planner, _burnable, _validated
+from firebreak_exp.planning.planners import Planner, _burnable, _validated
 
 __all__ = ["PolicyGuide", "FlowGuide", "sample_cells", "SearchPlanner", "PolicySearchPlanner", "FlowSearchPlanner",
-           "LocalSearchPlanner", "METHODS"]
+           "LocalSearchPlanner"]
 
 
 class PolicyGuide:
@@ -82,7 +82,7 @@ class SearchPlanner(Planner):
     nested = False
     stochastic = False     # draws from ``rng``, seeded per tile by the evaluation: one plan per tile
 
-    def __init__(self, guide, rollouts: int = 8, temperature: float = 0.02, percentage_increment: float = 1.0):
+    def __init__(self, guide, rollouts: int, temperature: float, percentage_increment: float):
         super().__init__()
         if int(rollouts) < 1:
             raise ValueError(f"rollouts={rollouts}: expected a positive integer")
@@ -101,7 +101,8 @@ class SearchPlanner(Planner):
         shared = SharedTiles()
         envs = [FuelBreakEnv([tile], lambda tile, scenario: simulator, scenario,
                              budget_percent=min(100.0, 100.0 * num_breaks / num_burnable),
-                             percentage_increment=self.percentage_increment, shared=shared)
+                             percentage_increment=self.percentage_increment, num_ignitions=max(1, len(ignitions)),
+                             reward_ignitions=None, shared=shared)
                 for _ in range(self.rollouts)]
         steps = [env.reset(seed=0, options={"tile_index": 0, "ignitions": ignitions}) for env in envs]
         obs = np.stack([o for o, _ in steps])
@@ -132,7 +133,7 @@ class PolicySearchPlanner(SearchPlanner):
 
     name = "policy_search"
 
-    def __init__(self, agent, rollouts: int = 8, temperature: float = 0.02, percentage_increment: float = 1.0):
+    def __init__(self, agent, rollouts: int, temperature: float, percentage_increment: float):
         super().__init__(PolicyGuide(agent), rollouts, temperature, percentage_increment)
 
 
@@ -141,14 +142,14 @@ class FlowSearchPlanner(SearchPlanner):
 
     name = "flow_search"
 
-    def __init__(self, rollouts: int = 8, temperature: float = 0.02, percentage_increment: float = 1.0):
+    def __init__(self, rollouts: int, temperature: float, percentage_increment: float):
         super().__init__(FlowGuide(), rollouts, temperature, percentage_increment)
 
 
 class LocalSearchPlanner(Planner):
     """The quality ceiling: a planner's plan, then swaps of breaks while the planning fires burn less (slow).
 
-    ``start`` names the planner whose plan is improved (``flow`` or ``greedy``). A pass visits every break
+    ``start`` is the planner whose plan is improved (fire flow or greedy). A pass visits every break
     of the plan: it takes the break out and tries in its place each of the ``candidates`` unbroken cells
     with the most fire flow under the other breaks, keeping the swap (or the cell taken out) that burns the
     fewest cells over the planning fires (each candidate costs one simulation of every fire). Passes repeat
@@ -159,17 +160,15 @@ class LocalSearchPlanner(Planner):
     name = "local_search"
     nested = False
 
-    def __init__(self, start: str = "flow", candidates: int = 16, max_passes: int = 3):
+    def __init__(self, start: Planner, candidates: int, max_passes: int):
         super().__init__()
-        if start not in ("flow", "greedy"):
-            raise ValueError(f"start={start}: expected flow or greedy")
-        self.start, self.candidates, self.max_passes = str(start), int(candidates), int(max_passes)
+        self.start, self.candidates, self.max_passes = start, int(candidates), int(max_passes)
         self.last_search: Optional[dict] = None
 
     def plan(self, tile, simulator, scenario, num_breaks, ignitions, rng):
         self.cumulative_seconds = None
         ignitions = np.asarray(ignitions, dtype=np.int64).reshape(-1, 2)
-        plan = list(PLANNERS[self.start]().plan(tile, simulator, scenario, num_breaks, ignitions, rng))
+        plan = list(self.start.plan(tile, simulator, scenario, num_breaks, ignitions, rng))
         burnable = _burnable(tile)
         allowed = burnable.ravel().copy()
         allowed[ignitions[:, 0] * burnable.shape[1] + ignitions[:, 1]] = False
@@ -210,7 +209,3 @@ class LocalSearchPlanner(Planner):
     def __repr__(self) -> str:
         return f"LocalSearchPlanner(start={self.start!r}, candidates={self.candidates}, max_passes={self.max_passes})"
 
-
-#: Every planning method the evaluation knows: the planners of :mod:`firebreak_exp.planning.planners` and the searches.
-METHODS = {**PLANNERS, "policy_search": PolicySearchPlanner, "flow_search": FlowSearchPlanner,
-           "local_search": LocalSearchPlanner}

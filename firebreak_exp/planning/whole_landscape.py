@@ -197,7 +197,8 @@ def plan_in_batches(landscape: Landscape, simulator, scenario, num_breaks: int, 
     burnable = landscape.num_burnable
     env = FuelBreakEnv([landscape.tile], lambda tile, scenario: simulator, scenario,
                        budget_percent=100.0 * num_breaks / burnable,
-                       percentage_increment=min(100.0, 100.0 * batch_cells / burnable))
+                       percentage_increment=min(100.0, 100.0 * batch_cells / burnable),
+                       num_ignitions=max(1, len(ignitions)), reward_ignitions=None)
     obs, info = env.reset(seed=0, options={"tile_index": 0, "ignitions": ignitions})
     if env.budget != num_breaks:
         raise RuntimeError(f"the env's budget {env.budget} differs from the plan's {num_breaks} breaks")
@@ -256,10 +257,10 @@ def window_budgets(burnable: np.ndarray, num_breaks: int) -> np.ndarray:
     return np.minimum(budgets, np.maximum(burnable - 1, 0))
 
 
-def plan_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, size: int, batch_percent: float,
-                    make_scorer: Callable, rng: np.random.Generator) -> tuple:
+def plan_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, size: int, num_ignitions: int,
+                    batch_percent: float, make_scorer: Callable, rng: np.random.Generator) -> tuple:
     """:func:`plan_in_batches` window by window: ``size`` x ``size`` cells from the top-left corner (the last
-    row and column of windows take what is left), each with ``scenario.num_ignitions`` planning fires of its
+    row and column of windows take what is left), each with ``num_ignitions`` planning fires of its
     own (burning inside the window, as on a training tile), its share of the budget (:func:`window_budgets`)
     and ``batch_percent`` % of its burnable cells per batch. ``make_scorer(env)`` as for
     :func:`plan_in_batches`. Returns ``(cells of the whole grid, number of batches, number of windows)``."""
@@ -273,7 +274,7 @@ def plan_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, 
     for (row, col), window, budget in zip(corners, windows, budgets):
         if budget < 1:
             continue
-        ignitions = draw_ignitions(window.tile, scenario.num_ignitions, rng)
+        ignitions = draw_ignitions(window.tile, num_ignitions, rng)
         cells, count, _ = plan_in_batches(window, build(window, scenario), scenario, int(budget), ignitions,
                                           batch_size(window.num_burnable, batch_percent), make_scorer)
         local_rows, local_cols = np.divmod(cells, window.tile.shape[1])

@@ -36,14 +36,16 @@ def resolve_device(name: str) -> torch.device:
 
 class DQNAgent:
     """Q-learning on Monte Carlo returns or n-step Double DQN targets (with a target network), Huber loss,
-    Adam, DQfD's margin loss on expert demonstrations and a linear epsilon schedule."""
+    Adam, DQfD's margin loss on expert demonstrations and a linear epsilon schedule.
 
-    def __init__(self, obs_shape: tuple, channels: int = 16, num_layers: int = 5, lr: float = 1e-3,
-                 gamma: float = 0.99, epsilon_start: float = 1.0, epsilon_end: float = 0.05,
-                 epsilon_decay_steps: int = 2000, double_q: bool = True, target_update_interval: int = 200,
-                 max_grad_norm: float = 10.0, reward_scale: float = 1.0, n_step: Optional[int] = 1,
-                 expert_loss_weight: float = 0.0, expert_margin: float = 0.8, device: str = "cpu", seed: int = 0,
-                 num_threads: Optional[int] = None, **_unused):
+    ``obs_shape`` (channels, rows, cols) and ``seed`` come from the environment and the run; every other
+    setting from ``conf/agent/`` (see it for units and meaning)."""
+
+    def __init__(self, obs_shape: tuple, *, channels: int, num_layers: int, lr: float, gamma: float,
+                 epsilon_start: float, epsilon_end: float, epsilon_decay_steps: int, batch_size: int,
+                 double_q: bool, target_update_interval: int, max_grad_norm: float, reward_scale: float,
+                 n_step: Optional[int], expert_loss_weight: float, expert_margin: float, device: str,
+                 num_threads: Optional[int], seed: int = 0):
         torch.manual_seed(seed)
         self.device = resolve_device(device)
         if self.device.type == "cpu":
@@ -55,6 +57,7 @@ class DQNAgent:
             self.q_network.to(memory_format=torch.channels_last)
             self.target_network.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.Adam(self.q_network.parameters(), lr=lr, fused=True)   # one kernel per step
+        self.batch_size = int(batch_size)   # transitions per update (the collector and pre-training sample these)
         self.gamma, self.double_q, self.reward_scale = gamma, double_q, reward_scale
         self.n_step = None if n_step is None else int(n_step)   # None: Monte Carlo returns (NStepReturns)
         self.expert_loss_weight, self.expert_margin = float(expert_loss_weight), float(expert_margin)

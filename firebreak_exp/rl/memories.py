@@ -17,7 +17,6 @@ the expert and its settings, and the format version); the file is written atomic
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -30,11 +29,10 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from hydra.utils import instantiate
 
-from firebreak_exp.environment import FuelBreakEnv
-from firebreak_exp.factory import build_landscapes, env_kwargs
+from firebreak_exp.factory import build_landscapes, env_factory
 from firebreak_exp.observation import build_observation, split_observation
-from firebreak_exp.planning.planners import make_planner
 from firebreak_exp.rl.replay import NStepReturns
 
 log = logging.getLogger(__name__)
@@ -51,33 +49,31 @@ def _plain(node) -> dict:
     return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
 
 
-def memory_config(cfg, episodes: int, sigma_fraction: float = 0.5, symmetric: bool = True) -> dict:
+def memory_config(cfg, episodes: int) -> dict:
     """Everything that determines the memories of ``cfg`` (the cache key's content)."""
     landscape = _plain(cfg.landscape)
     landscape.pop("cache_dir", None)                 # where rasters are cached, not what they hold
     if landscape.get("raster_dir"):
         landscape["raster_dir"] = str(Path(landscape["raster_dir"]).expanduser().resolve())
-    scenario = _plain(cfg.scenario)
-    scenario["num_ignitions"] = int(cfg.trainer.memory_simulations)
-    return {"format": MEMORY_FORMAT, "landscape": landscape, "scenario": scenario,
-            "simulator": _plain(cfg.simulator), "env": _plain(cfg.env), "seed": int(cfg.seed),
+    env = _plain(cfg.env)
+    env.pop("num_ignitions")                         # memories show trainer.memory_simulations fires instead
+    return {"format": MEMORY_FORMAT, "landscape": landscape, "scenario": _plain(cfg.scenario),
+            "simulator": _plain(cfg.simulator), "env": env, "seed": int(cfg.seed),
             "episodes": int(episodes), "memory_simulations": int(cfg.trainer.memory_simulations),
-            "planner": expert_settings(cfg, sigma_fraction, symmetric)}
+            "planner": expert_settings(cfg)}
 
 
-def expert_settings(cfg, sigma_fraction: float = 0.5, symmetric: bool = True) -> dict:
-    """The expert planner's name (``trainer.expert_planner``) and settings."""
-    name = str(cfg.trainer.get("expert_planner", "domirank"))
-    if name == "domirank":
-        return {"name": name, "sigma_fraction": float(sigma_fraction), "symmetric": bool(symmetric)}
-    if name == "flow":
-        return {"name": name}
-    raise ValueError(f"trainer.expert_planner={name}: expected 'domirank' or 'flow'")
+def expert_settings(cfg) -> dict:
+    """The expert planner's name (``trainer.expert_planner``) and its config (``planners.<name>``)."""
+    name = str(cfg.trainer.expert_planner)
+    if name not in ("domirank", "flow"):
+        raise ValueError(f"trainer.expert_planner={name}: expected 'domirank' or 'flow'")
+    return {"name": name, **_plain(cfg.planners[name])}
 
 
-def memory_key(cfg, episodes: int, **planner) -> str:
+def memory_key(cfg, episodes: int) -> str:
     """sha256 (first 20 hex digits) of :func:`memory_config`."""
-    text = json.dumps(memory_config(cfg, episodes, **planner), sort_keys=True, default=str)
+    text = json.dumps(memory_config(cfg, episodes), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -89,21 +85,19 @@ def default_memory_dir() -> Path:
     return root / "outputs" / "memories"
 
 
-def memory_path(cfg, episodes: int, cache_dir: Optional[os.PathLike] = None, **planner) -> Path:
-    return Path(cache_dir or default_memory_dir()) / f"{memory_key(cfg, episodes, **planner)}.npz"
+def memory_path(cfg, episodes: int, cache_dir: Optional[os.PathLike] = None) -> Path:
+    return Path(cache_dir or default_memory_dir()) / f"{memory_key(cfg, episodes)}.npz"
 
 
-def generate_expert_memories(cfg, episodes: int, sigma_fraction: float = 0.5, symmetric: bool = True) -> dict:
+def generate_expert_memories(cfg, episodes: int) -> dict:
     """Play ``episodes`` episodes of the expert planner on the training tiles; returns the memory arrays."""
 
     if episodes < 1:
         raise ValueError(f"expert memories need at least one episode, got {episodes}")
     train = build_landscapes(cfg).train
-    kwargs = env_kwargs(cfg)
-    kwargs["scenario"] = dataclasses.replace(kwargs["scenario"], num_ignitions=int(cfg.trainer.memory_simulations))
-    env = FuelBreakEnv(train, **kwargs)
-    expert = expert_settings(cfg, sigma_fraction, symmetric)
-    planner = make_planner(**expert)
+    env = env_factory(cfg)(train, num_ignitions=int(cfg.trainer.memory_simulations))
+    expert = expert_settings(cfg)
+    planner = instantiate(cfg.planners[expert["name"]])
     static, rows = {}, {k: [] for k in ("tile_index", "actions", "rewards", "dones", "burn_probability",
                                         "fire_flow", "fuel_breaks", "budget", "episode")}
     episode_rows = {k: [] for k in ("episode_tile", "episode_return", "initial_burned_fraction",
@@ -172,8 +166,7 @@ def _atomic_savez(path: Path, arrays: dict) -> None:
 
 
 def load_or_generate_expert_memories(cfg, episodes: Optional[int] = None, regenerate: Optional[bool] = None,
-                                     cache_dir: Optional[os.PathLike] = None, sigma_fraction: float = 0.5,
-                                     symmetric: bool = True) -> dict:
+                                     cache_dir: Optional[os.PathLike] = None) -> dict:
     """The expert memories of ``cfg``: read from the cache, or generated and cached.
 
     ``episodes`` defaults to ``trainer.expert_memories`` and ``regenerate`` to ``trainer.regenerate_memories``
@@ -182,7 +175,7 @@ def load_or_generate_expert_memories(cfg, episodes: Optional[int] = None, regene
     """
     episodes = int(cfg.trainer.expert_memories if episodes is None else episodes)
     regenerate = bool(cfg.trainer.regenerate_memories if regenerate is None else regenerate)
-    path = memory_path(cfg, episodes, cache_dir, sigma_fraction=sigma_fraction, symmetric=symmetric)
+    path = memory_path(cfg, episodes, cache_dir)
     if path.is_file() and not regenerate:
         try:
             with np.load(path, allow_pickle=False) as data:
@@ -193,7 +186,7 @@ def load_or_generate_expert_memories(cfg, episodes: Optional[int] = None, regene
             log.warning("expert memories %s lack %s; regenerating", path, sorted(set(ARRAY_KEYS) - set(memories)))
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             log.warning("expert memories %s are unreadable (%s); regenerating", path, error)
-    memories = generate_expert_memories(cfg, episodes, sigma_fraction, symmetric)
+    memories = generate_expert_memories(cfg, episodes)
     _atomic_savez(path, memories)
     log.info("expert memories cached in %s", path)
     return memories

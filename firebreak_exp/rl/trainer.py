@@ -10,7 +10,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from firebreak_exp.factory import make_vector_env
+from firebreak_exp.factory import make_agent, make_replay, make_vector_env
 from firebreak_exp.interrupt import Interrupted, graceful_stop
 from firebreak_exp.planning.evaluation import evaluate_policy
 from firebreak_exp.plots import plot_fuel_breaks, plot_training_curves
@@ -107,16 +107,33 @@ def seed_everything(seed: int, deterministic: bool = True) -> None:
     torch.backends.mkldnn.enabled = not deterministic
 
 
-class ParallelFuelBreakTrainer:
-    """Trains a DQN agent on ``cfg.parallel.num_envs`` environments of ``cfg.parallel.backend``.
+def build_training(cfg) -> tuple:
+    """Seed the run (:func:`seed_everything`), then build what training steps and updates, from ``cfg``:
+    ``(vec_env, agent, replay)`` of ``cfg.parallel``, ``cfg.agent`` and ``cfg.replay``."""
+    seed_everything(int(cfg.seed), cfg.trainer.deterministic)
+    vec_env = make_vector_env(cfg)
+    try:
+        obs_shape = vec_env.single_observation_space.shape
+        return vec_env, make_agent(cfg, obs_shape), make_replay(cfg, obs_shape)
+    except BaseException:
+        vec_env.close()
+        raise
 
+
+class ParallelFuelBreakTrainer:
+    """Trains a DQN agent on the environments of a vector env (``cfg.trainer`` sets the loop).
+
+    ``parts`` is ``(vec_env, agent, replay)`` as :func:`build_training` builds them (the commands do); without
+    it ``train()`` builds them from ``cfg`` the same way. The trainer closes the vector env when done.
     ``tracker`` (a firebreak_exp.commands.tracking.Tracker with a started run) receives metrics and artifacts;
     checkpoints go to ``<run_dir>/checkpoints`` and to the run's ``checkpoints/`` artifacts as they are written. With ``resume=True`` training continues from the
     newest readable checkpoint there, and metric steps already in the run are not logged again.
     """
 
-    def __init__(self, cfg, run_dir: os.PathLike = ".", tracker=None, resume: bool = False):
+    def __init__(self, cfg, run_dir: os.PathLike = ".", tracker=None, resume: bool = False,
+                 parts: Optional[tuple] = None):
         self.cfg = cfg
+        self.parts = parts
         self.run_dir = Path(run_dir)
         self.checkpoint_dir = self.run_dir / "checkpoints"
         self.tracker = tracker
@@ -143,12 +160,9 @@ class ParallelFuelBreakTrainer:
 
     def _train(self, stop) -> dict:
         cfg, trainer = self.cfg, self.cfg.trainer
-        seed_everything(int(cfg.seed), trainer.deterministic)
-        with make_vector_env(cfg) as vec_env:
-            obs_shape = vec_env.single_observation_space.shape
-            agent = DQNAgent(obs_shape, seed=int(cfg.seed), **cfg.agent)
-            replay = ReplayBuffer(cfg.agent.buffer_size, obs_shape, seed=int(cfg.seed))
-            collector = ParallelExperienceCollector(vec_env, agent, replay, cfg.agent.batch_size,
+        vec_env, agent, replay = self.parts if self.parts is not None else build_training(cfg)
+        with vec_env:
+            collector = ParallelExperienceCollector(vec_env, agent, replay, agent.batch_size,
                                                     trainer.learning_starts, seed=int(cfg.seed))
             loop = {"episodes": 0, "best_return": -np.inf, "next_checkpoint": trainer.checkpoint_frequency,
                     "history": {"episode": [], "return": [], "burned_area_reduction": [], "loss_step": [], "loss": []}}
@@ -219,7 +233,7 @@ class ParallelFuelBreakTrainer:
         """Pre-fill the buffer with expert transitions and run ``pretrain_steps`` updates on them."""
         memories = load_or_generate_expert_memories(self.cfg)
         fill_replay(replay, memories, n_step=agent.n_step, gamma=agent.gamma)
-        losses = [agent.update(replay.sample(self.cfg.agent.batch_size, agent.device))
+        losses = [agent.update(replay.sample(agent.batch_size, agent.device))
                   for _ in range(self.cfg.trainer.pretrain_steps)]
         self._log({**memory_stats(memories), **({"pretrain_loss": float(np.mean(losses[-50:]))} if losses else {})}, 0)
         log.info("pre-trained on %d expert transitions with %d updates", len(replay), len(losses))

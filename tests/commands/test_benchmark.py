@@ -93,16 +93,14 @@ def test_benchmark_json_holds_every_required_key_with_sane_values(quick):
 def test_learner_timing_tops_up_a_replay_no_episode_filled(make_cfg):
     """Monte Carlo returns store transitions when episodes end: a timing window shorter than an episode leaves
     the replay empty, and the benchmark then collects until it holds a batch."""
-    from firebreak_exp.rl.dqn import DQNAgent
-    from firebreak_exp.rl.replay import ReplayBuffer
     from firebreak_exp.commands.benchmark_measure import top_up_replay
-    from firebreak_exp.factory import build_landscapes, env_kwargs
+    from firebreak_exp.factory import build_landscapes, env_factory, make_agent, make_replay
     cfg = make_cfg()
     tiles = build_landscapes(cfg).train[:2]
-    kwargs = env_kwargs(cfg)
+    kwargs = env_factory(cfg).keywords
     shape = (len(CHANNELS),) + tiles[0].shape
-    replay = ReplayBuffer(500, shape)
-    top_up_replay(tiles, kwargs, DQNAgent(shape, **cfg.agent), replay, batch_size=40, seed=0)
+    replay = make_replay(cfg, shape, capacity=500)
+    top_up_replay(tiles, kwargs, make_agent(cfg, shape), replay, batch_size=40, seed=0)
     assert 40 <= len(replay) < 500 and replay.dones[:len(replay)].any()
 
 
@@ -113,9 +111,9 @@ def test_fire_counts_agree_across_backends_with_several_environments_per_worker(
     (one holds 2) count in all what the sequential backend counts for the same actions, on the process and
     joblib backends."""
     from firebreak_exp.commands.benchmark_measure import CountingVectorEnv
-    from firebreak_exp.factory import build_landscapes, env_kwargs
+    from firebreak_exp.factory import build_landscapes, env_factory
     cfg = make_cfg(f"simulator={simulator}")
-    tiles, kwargs = build_landscapes(cfg).train[:2], env_kwargs(cfg)
+    tiles, kwargs = build_landscapes(cfg).train[:2], env_factory(cfg).keywords
     counts = {}
     for backend in ("sequential", "process", "joblib"):
         with CountingVectorEnv(tiles, 3, method=backend, max_workers=2, env_kwargs=kwargs) as vec_env:

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import CONF_DIR
 from mlflow.tracking import MlflowClient
 
 
@@ -116,9 +117,12 @@ def test_a_missing_checkpoint_exits_2_with_one_line(tmp_path):
                                                   ("budgets", [0.0], "budgets"),
                                                   ("num_ignitions", 0, "num_ignitions")])
 def test_bad_evaluation_settings_name_the_key(key, value, expected):
-    from omegaconf import OmegaConf
-    from firebreak_exp.commands.evaluate import check_evaluation_values, EvaluateConfig
-    cfg = OmegaConf.structured(EvaluateConfig)
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from firebreak_exp.commands.evaluate import check_evaluation_values
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
+        cfg = compose("evaluate")
     cfg[key] = value
     with pytest.raises(ValueError, match=expected):
         check_evaluation_values(cfg)

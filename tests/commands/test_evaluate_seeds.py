@@ -38,7 +38,8 @@ def test_a_multirun_over_checkpoints_writes_a_summary_and_a_parent_run(trained):
     checkpoints = ",".join(str(r / "checkpoints" / "last.pt") for r in trained["runs"])
     result = run_module("firebreak_exp.evaluate", "-m", f"checkpoint={checkpoints}", f"tracking.uri={trained['uri']}",
                         f"hydra.sweep.dir={sweep}", "budgets=[5]", "num_ignitions=4", "max_tiles=2",
-                        "methods=[no_treatment,flow,policy,flow_search,policy_search]", "search.rollouts=3")
+                        "methods=[no_treatment,flow,policy,flow_search,policy_search]", "planners.policy_search.rollouts=3",
+                        "planners.flow_search.rollouts=3")
     evaluations = [json.loads((sweep / str(i) / "evaluation.json").read_text()) for i in (0, 1)]
     summary = json.loads((sweep / "summary.json").read_text())
     assert summary["budgets"] == [5.0] and len(summary["checkpoints"]) == 2 and summary["baselines"] == ["flow"]
@@ -75,7 +76,7 @@ def test_plans_scored_by_pyretechnics_at_another_tile_size(trained):
     from firebreak_exp.config import validate
     from firebreak_exp.planning.evaluation import (SCORING_STREAM, draw_ignitions, evaluation_rng, heldout_tiles,
                                           num_breaks_for, score_plan)
-    from firebreak_exp.factory import env_kwargs
+    from firebreak_exp.factory import env_factory
     from firebreak_exp.fire.reference import PyretechnicsSimulator
 
     out = trained["work"] / "pyretechnics"
@@ -94,7 +95,7 @@ def test_plans_scored_by_pyretechnics_at_another_tile_size(trained):
     cfg = validate(cfg)
     (tile,) = heldout_tiles(cfg, 1)
     assert tile.shape == (16, 16)
-    scenario = env_kwargs(cfg)["scenario"]
+    scenario = env_factory(cfg).keywords["scenario"]
     fires = draw_ignitions(tile, 2, evaluation_rng(int(cfg.seed), SCORING_STREAM, 0))
     untreated, _ = score_plan(PyretechnicsSimulator(tile, scenario), fires, np.zeros(0, np.int64))
     assert evaluation["burned_fraction_untreated"] == [pytest.approx(untreated)]

@@ -31,10 +31,10 @@ QUICK = ["experiment=smoke", "trainer.episodes=1", "trainer.eval_episodes=1"]
 KEYS = ["seed", "landscape.grid_size", "landscape.num_landscapes", "landscape.heldout_fraction",
         "landscape.synthetic_rows", "scenario.wind_speed", "scenario.wind_direction",
         "scenario.fuel_moisture_dead_1hr", "scenario.fuel_moisture_live_woody", "scenario.foliar_moisture",
-        "scenario.burn_duration", "scenario.num_ignitions", "env.budget_percent", "env.percentage_increment",
+        "scenario.burn_duration", "env.num_ignitions", "env.budget_percent", "env.percentage_increment",
         "env.reward_ignitions", "parallel.num_envs", "parallel.max_workers", "parallel.step_timeout_s",
         "agent.channels", "agent.num_layers", "agent.lr", "agent.gamma", "agent.epsilon_start",
-        "agent.epsilon_decay_steps", "agent.buffer_size", "agent.batch_size", "agent.n_step",
+        "agent.epsilon_decay_steps", "replay.capacity", "agent.batch_size", "agent.n_step",
         "agent.reward_scale", "agent.num_threads", "trainer.steps_per_collection", "trainer.train_frequency",
         "trainer.learning_starts", "trainer.checkpoint_frequency", "trainer.memory_simulations"]
 #: NaN, infinities, negative, zero, huge, fractions where counts are expected, and numbers with units.

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-TRAINING_GROUPS = ["landscape", "scenario", "simulator", "env", "parallel", "agent", "trainer", "tracking",
-                   "experiment"]
+TRAINING_GROUPS = ["landscape", "scenario", "simulator", "env", "parallel", "agent", "replay", "trainer", "planners",
+                   "tracking", "experiment"]
 
 
 def help_text(module: str, *overrides: str) -> str:

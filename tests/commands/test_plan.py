@@ -187,7 +187,7 @@ def test_planning_in_windows_of_the_training_tile_size(rasters, tmp_path):
     for method in ("policy", "flow"):
         record = _check_outputs(tmp_path / "run" / method, rasters)
         assert record["planning"]["plan_window"] == 12 and record["planning"]["windows"] == 3 * 4
-        assert record["planning"]["ignitions_per_window"] == 3          # the smoke training's scenario.num_ignitions
+        assert record["planning"]["ignitions_per_window"] == 3          # the smoke training's env.num_ignitions
 
 
 @pytest.mark.slow

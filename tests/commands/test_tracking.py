@@ -46,10 +46,10 @@ def test_experiments_open_on_the_runs_table(tmp_path):
     new experiment, and added to an existing one that lacks it."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri)
-    Tracker(uri, "fresh")
+    Tracker(uri, "fresh", None)
     old_id = client.create_experiment("old")
     assert "mlflow.experimentKind" not in client.get_experiment(old_id).tags
-    Tracker(uri, "old")
+    Tracker(uri, "old", None)
     for name in ("fresh", "old"):
         assert client.get_experiment_by_name(name).tags["mlflow.experimentKind"] == "custom_model_development"
 
@@ -121,7 +121,7 @@ def test_unreachable_tracking_server_fails_within_seconds():
     uri = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(TrackingUnavailableError, match=f"MLflow tracking server {uri} .* is unreachable"):
-        Tracker(uri, "firebreak_exp")
+        Tracker(uri, "firebreak_exp", None)
     assert time.monotonic() - start < 6
 
 

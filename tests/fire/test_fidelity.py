@@ -1,7 +1,7 @@
 """Fidelity of the travel-time simulator against the pyretechnics reference on real Worcester, VT tiles."""
 import numpy as np
 import pytest
-from conftest import FAST
+from conftest import DRY_SUMMER, FAST
 
 from firebreak_exp.fire.fidelity import compare_details, compare_simulators, fit_rate_factor
 from firebreak_exp.fire.reference import PyretechnicsSimulator
@@ -15,7 +15,7 @@ from firebreak_exp.landscape import split_tiles
 def test_travel_time_agrees_with_reference_on_heldout_tiles(tiles25):
     _, heldout = split_tiles(tiles25, 0.2)                          # eastern tiles, never used for fitting
     picked = [heldout[i] for i in np.linspace(0, len(heldout) - 1, 3).round().astype(int)]
-    report = compare_simulators(PyretechnicsSimulator, TravelTimeSimulator, picked, Scenario(),
+    report = compare_simulators(PyretechnicsSimulator, TravelTimeSimulator, picked, DRY_SUMMER,
                                 ignitions_per_tile=4, num_plans=12, budget_fraction=0.05, seed=11)
     assert set(report) == {"reference", "simulator", "speedup", "burned_fraction_mae", "iou_mean",
                            "plan_spearman", "num_tiles", "num_ignitions", "num_plans"}

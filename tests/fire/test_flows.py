@@ -1,10 +1,11 @@
 """Fire flow: the cells each fire reaches through a cell, on its king tree and its path tree."""
+import dataclasses
+
 import numpy as np
-from conftest import MEADOW_IGNITION
+from conftest import DRY_SUMMER, MEADOW_IGNITION
 
 from firebreak_exp.fire.flows import fire_flow
 from firebreak_exp.fire.flows import fire_flows, king_tree_flows, PATH_TIE_MINUTES, path_tree_flows
-from firebreak_exp.fire.scenario import Scenario
 from firebreak_exp.fire.simulator import SpreadGraph
 from firebreak_exp.fire.travel_time import TravelTimeSimulator
 
@@ -27,7 +28,7 @@ def test_path_tree_hangs_a_cell_reached_by_tied_paths_from_their_common_ancestor
 def test_path_tree_counts_the_cells_every_fastest_path_reaches_through_the_cell(meadow):
     """On the travel-time graph, a cell's path-tree count is the number of burned cells (itself included)
     that no chain of fastest moves reaches from the ignition once the cell is taken out."""
-    sim = TravelTimeSimulator(meadow, Scenario(burn_duration=120.0))
+    sim = TravelTimeSimulator(meadow, dataclasses.replace(DRY_SUMMER, burn_duration=120.0))
     graph = sim.spread_graph()
     rng = np.random.default_rng(2)
     ignitions = np.vstack([MEADOW_IGNITION, np.column_stack(np.unravel_index(

@@ -3,7 +3,7 @@ import dataclasses
 
 import numpy as np
 import pytest
-from conftest import BREAK_COLUMN, FAST, line_breaks, MEADOW_IGNITION
+from conftest import BREAK_COLUMN, DRY_SUMMER, FAST, line_breaks, MEADOW_IGNITION
 
 from firebreak_exp.fire import SIMULATORS
 from firebreak_exp.fire.reference import PyretechnicsSimulator
@@ -104,7 +104,7 @@ def test_invalid_inputs_are_rejected(meadow):
     with pytest.raises(ValueError):
         sim.burn_maps([(0, 0)], np.zeros((3, 3), dtype=bool))
     with pytest.raises(ValueError):
-        Scenario(burn_duration=0.0)
+        dataclasses.replace(FAST, burn_duration=0.0)
     with pytest.raises(ValueError):
         TravelTimeSimulator(meadow, FAST, neighbours=4)
 
@@ -113,7 +113,9 @@ def test_registry_and_defaults():
     assert SIMULATORS == {"pyretechnics": PyretechnicsSimulator, "travel_time": TravelTimeSimulator}
     assert PyretechnicsSimulator.name == "pyretechnics" and TravelTimeSimulator.name == "travel_time"
     assert 0.8 < TRAVEL_TIME_RATE_FACTOR < 1.2
-    scenario = Scenario()
-    assert scenario.wind_direction == 270.0 and scenario.num_ignitions == 8
+    with pytest.raises(TypeError):
+        Scenario()                 # the weather comes from the config (conf/scenario/), not from defaults here
+    scenario = DRY_SUMMER
+    assert scenario.wind_direction == 270.0 and scenario.burn_duration == 840.0
     weather = scenario.pyretechnics_weather()
     assert weather["upwind_direction"] == 270.0 and weather["wind_speed_10m"] == scenario.wind_speed

@@ -2,6 +2,7 @@
 import dataclasses
 
 import numpy as np
+from conftest import DRY_SUMMER
 
 from firebreak_exp.fire.flows import fire_flows
 from firebreak_exp.fire.tracked import TrackedFires
@@ -14,7 +15,7 @@ def test_tracked_fires_equal_all_fires_simulated_again_after_every_new_break(til
     names exactly the fires whose arrival changed."""
     rng = np.random.default_rng(5)
     for tile in tiles25[::90]:
-        sim = TravelTimeSimulator(tile)
+        sim = TravelTimeSimulator(tile, DRY_SUMMER)
         burnable = np.flatnonzero(sim.burnable)
         if len(burnable) < 50:
             continue

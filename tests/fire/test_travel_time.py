@@ -1,5 +1,6 @@
 """Travel-time simulator internals: ray spread rates and shortest paths."""
 import numpy as np
+from conftest import DRY_SUMMER
 
 from firebreak_exp.fire.travel_time import ray_spread_rates, TravelTimeSimulator
 
@@ -32,7 +33,7 @@ def test_travel_times_equal_scipy_dijkstra_on_the_same_graph(tiles25):
 
     rng = np.random.default_rng(3)
     for tile in tiles25[::60]:
-        sim = TravelTimeSimulator(tile)
+        sim = TravelTimeSimulator(tile, DRY_SUMMER)
         n_cells = tile.shape[0] * tile.shape[1]
         burnable = np.flatnonzero(sim.burnable.ravel())
         if len(burnable) == 0:

@@ -5,12 +5,12 @@ import pytest
 from firebreak_exp.factory import build_landscapes
 from firebreak_exp.observation import CHANNELS
 from firebreak_exp.planning.evaluation import bootstrap_ci, evaluate_policy, ratio_r
-from firebreak_exp.rl.dqn import DQNAgent
+from conftest import make_agent
 
 def test_evaluate_policy_scores_the_policy_against_baselines(make_cfg):
     cfg = make_cfg("simulator=travel_time")
     tile = build_landscapes(cfg).heldout[0]
-    agent = DQNAgent((len(CHANNELS), *tile.shape), channels=4, num_layers=2, seed=0)
+    agent = make_agent((len(CHANNELS), *tile.shape), channels=4, num_layers=2)
     evaluation = evaluate_policy(cfg, agent, episodes=2)
     summary = evaluation["summary"]
     assert summary["episodes"] == 2

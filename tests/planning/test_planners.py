@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from firebreak_exp.factory import build_landscapes, env_kwargs
+from firebreak_exp.factory import build_landscapes, env_factory
 from firebreak_exp.fire.flows import fire_flow
 from firebreak_exp.fire.travel_time import TravelTimeSimulator
 from firebreak_exp.landscape import Tile
@@ -12,7 +12,7 @@ from firebreak_exp.planning.evaluation import (compare_planners, draw_ignitions,
 from firebreak_exp.planning.planners import (domirank, domirank_scores, DomiRankPlanner, FireFlowPlanner,
                                              GreedyPlanner, NoTreatmentPlanner, PolicyPlanner, RandomPlanner,
                                              spread_network)
-from firebreak_exp.rl.dqn import DQNAgent
+from conftest import make_agent
 
 
 @pytest.fixture
@@ -21,7 +21,7 @@ def setting(make_cfg):
     cfg = make_cfg("landscape.grid_size=12")
     tiles = build_landscapes(cfg).train
     tile = max(tiles, key=lambda t: (0 < t.burnable.sum() < t.burnable.size, t.burnable.sum()))
-    scenario = env_kwargs(cfg)["scenario"]
+    scenario = env_factory(cfg).keywords["scenario"]
     return {"cfg": cfg, "tile": tile, "scenario": scenario, "simulator": TravelTimeSimulator(tile, scenario),
             "tiles": tiles}
 
@@ -39,7 +39,7 @@ def test_domirank_plan_is_finite_burnable_and_distinct(setting):
     assert np.isfinite(scores[tile.burnable]).all()
     assert np.isneginf(scores[~tile.burnable]).all()
     assert scores[tile.burnable].std() > 0
-    planner = DomiRankPlanner()
+    planner = DomiRankPlanner(sigma_fraction=0.5, symmetric=True)
     plan = planner.plan(tile, sim, scenario, 7, np.zeros((0, 2), np.int64), np.random.default_rng(0))
     _valid_plan(plan, tile, 7)
     assert np.all(np.diff(scores.ravel()[plan]) <= 0)                      # best first
@@ -111,7 +111,7 @@ def test_greedy_first_pick_has_the_largest_single_break_reduction(setting):
         breaks = np.zeros(tile.shape, bool)
         breaks.flat[cell] = True
         brute[int(cell)] = untreated - sim.burn_maps(ignitions, breaks).reshape(len(ignitions), -1).sum()
-    planner = GreedyPlanner()
+    planner = GreedyPlanner(exclude_ignitions=True, max_candidates=None)
     plan = planner.plan(tile, sim, scenario, 3, ignitions, np.random.default_rng(0))
     _valid_plan(plan, tile, 3)
     assert brute[int(plan[0])] == max(brute.values()) > 0
@@ -147,7 +147,8 @@ def test_random_plans_are_averaged_over_seeds(setting):
     tile, scenario = setting["tile"], setting["scenario"]
     factory = lambda tile, scenario: TravelTimeSimulator(tile, scenario)   # noqa: E731
     raw = compare_planners([tile], {"no_treatment": NoTreatmentPlanner(), "random": RandomPlanner()}, factory,
-                           scenario, [5, 10], seed=7, num_scoring_ignitions=6, random_seeds=3)
+                           scenario, [5, 10], seed=7, num_scoring_ignitions=6,
+                           num_planning_ignitions=int(setting["cfg"].env.num_ignitions), random_seeds=3)
     sim = factory(tile, scenario)
     from firebreak_exp.planning.evaluation import SCORING_STREAM
     scoring = draw_ignitions(tile, 6, evaluation_rng(7, SCORING_STREAM, 0))
@@ -165,7 +166,7 @@ def test_random_plans_are_averaged_over_seeds(setting):
 
 def test_policy_planner_runs_the_mdp_greedily(setting):
     tile, scenario, sim = setting["tile"], setting["scenario"], setting["simulator"]
-    agent = DQNAgent((len(CHANNELS), *tile.shape), channels=4, num_layers=2, seed=0)
+    agent = make_agent((len(CHANNELS), *tile.shape), channels=4, num_layers=2)
     ignitions = draw_ignitions(tile, 3, np.random.default_rng(1))
     planner = PolicyPlanner(agent, percentage_increment=2.5)
     plan = planner.plan(tile, sim, scenario, 5, ignitions, np.random.default_rng(0))

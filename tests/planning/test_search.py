@@ -3,20 +3,20 @@ checkpoints of an evaluation multirun."""
 import numpy as np
 import pytest
 
-from firebreak_exp.rl.dqn import DQNAgent
 from firebreak_exp.environment import FuelBreakEnv
 from firebreak_exp.observation import CHANNELS
 from firebreak_exp.planning.evaluation import draw_ignitions, evaluation_rng, num_breaks_for
 from firebreak_exp.commands.evaluation_sweep import mean_interval, summarize_checkpoints
-from firebreak_exp.factory import build_landscapes, env_kwargs
+from firebreak_exp.factory import build_landscapes, env_factory
 from firebreak_exp.planning.search import FlowSearchPlanner, LocalSearchPlanner, PolicySearchPlanner, sample_cells
+from conftest import make_agent
 
 
 @pytest.fixture
 def setting(make_cfg):
     """A smoke tile, its travel-time simulator, scenario, planning ignitions and a 10 % budget."""
     cfg = make_cfg("simulator=travel_time")
-    kwargs = env_kwargs(cfg)
+    kwargs = env_factory(cfg).keywords
     tile = build_landscapes(cfg).train[0]
     simulator = kwargs["simulator_factory"](tile=tile, scenario=kwargs["scenario"])
     ignitions = draw_ignitions(tile, 6, evaluation_rng(0, 1, 0))
@@ -28,7 +28,8 @@ def shown_burned_fraction(setting, cells) -> float:
     """The shown fires' burned fraction after breaking ``cells`` in the environment (as the search measures)."""
     tile = setting["tile"]
     env = FuelBreakEnv([tile], lambda tile, scenario: setting["simulator"], setting["scenario"],
-                       budget_percent=100.0 * len(cells) / tile.burnable.sum(), percentage_increment=100.0)
+                       budget_percent=100.0 * len(cells) / tile.burnable.sum(), percentage_increment=100.0,
+                       num_ignitions=len(setting["ignitions"]), reward_ignitions=None)
     env.reset(seed=0, options={"tile_index": 0, "ignitions": setting["ignitions"]})
     for cell in cells:
         env.step(int(cell))
@@ -55,7 +56,7 @@ def test_sample_cells_keeps_to_valid_cells_and_greedy_rows_take_the_best():
 
 
 def test_flow_search_keeps_the_best_rollout_on_the_shown_fires(setting):
-    one = FlowSearchPlanner(rollouts=1, percentage_increment=0.1)
+    one = FlowSearchPlanner(rollouts=1, temperature=0.02, percentage_increment=0.1)
     many = FlowSearchPlanner(rollouts=6, temperature=0.3, percentage_increment=0.1)
     single, best = plan(one, setting), plan(many, setting)
     assert len(set(best.tolist())) == len(best) == setting["num_breaks"]
@@ -71,9 +72,9 @@ def test_flow_search_keeps_the_best_rollout_on_the_shown_fires(setting):
 
 def test_policy_search_with_one_rollout_is_the_policy(setting):
     from firebreak_exp.planning.planners import PolicyPlanner
-    agent = DQNAgent((len(CHANNELS), *setting["tile"].shape), channels=4, num_layers=2, seed=0)
+    agent = make_agent((len(CHANNELS), *setting["tile"].shape), channels=4, num_layers=2)
     greedy = plan(PolicyPlanner(agent, 0.1), setting)
-    assert np.array_equal(plan(PolicySearchPlanner(agent, rollouts=1, percentage_increment=0.1), setting), greedy)
+    assert np.array_equal(plan(PolicySearchPlanner(agent, rollouts=1, temperature=0.02, percentage_increment=0.1), setting), greedy)
     searched = PolicySearchPlanner(agent, rollouts=5, temperature=0.3, percentage_increment=0.1)
     cells = plan(searched, setting)
     assert shown_burned_fraction(setting, cells) <= shown_burned_fraction(setting, greedy) + 1e-12
@@ -81,9 +82,9 @@ def test_policy_search_with_one_rollout_is_the_policy(setting):
 
 def test_search_settings_are_checked():
     with pytest.raises(ValueError, match="rollouts"):
-        FlowSearchPlanner(rollouts=0)
+        FlowSearchPlanner(rollouts=0, temperature=0.02, percentage_increment=0.1)
     with pytest.raises(ValueError, match="temperature"):
-        FlowSearchPlanner(temperature=0.0)
+        FlowSearchPlanner(rollouts=8, temperature=0.0, percentage_increment=0.1)
 
 
 def evaluation(r_flow, r_greedy, r_policy, tiles=4, seed=0):
@@ -125,10 +126,12 @@ def test_mean_interval_narrows_with_agreeing_tiles():
 
 @pytest.mark.parametrize("start", ["greedy", "flow"])
 def test_local_search_never_burns_more_than_its_start_on_the_planning_fires(setting, start):
-    from firebreak_exp.planning.planners import PLANNERS
+    from firebreak_exp.planning.planners import FireFlowPlanner, GreedyPlanner
     from firebreak_exp.planning.evaluation import breaks_map
-    greedy = plan(PLANNERS[start](), setting)
-    ceiling = LocalSearchPlanner(start, candidates=6, max_passes=2)
+    start_planner = {"greedy": GreedyPlanner(exclude_ignitions=True, max_candidates=None),
+                     "flow": FireFlowPlanner()}[start]
+    greedy = plan(start_planner, setting)
+    ceiling = LocalSearchPlanner(start_planner, candidates=6, max_passes=2)
     cells = plan(ceiling, setting)
     assert len(set(cells.tolist())) == len(cells) == setting["num_breaks"]
     simulator, ignitions = setting["simulator"], setting["ignitions"]

@@ -1,14 +1,17 @@
 """Planning a whole landscape in process: the grid over a raster with nodata, budgets, batch selection, the
 env's batch step and batched fire-flow planning, on a small synthetic raster with real simulations."""
+import dataclasses
+
 import numpy as np
 import pytest
 
 from firebreak_exp.environment import FuelBreakEnv
-from firebreak_exp.fire import Scenario, TravelTimeSimulator
+from firebreak_exp.fire import TravelTimeSimulator
 from firebreak_exp.landscape import read_layers, write_synthetic_landscape
 from firebreak_exp.planning.whole_landscape import (CroppedRatesSimulator, budget_cells, flow_scorer,
                                                     plan_in_batches, plan_in_windows, top_cells, whole_landscape,
                                                     window_budgets, window_landscape)
+from conftest import DRY_SUMMER
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +29,7 @@ def stack(tmp_path_factory):
 @pytest.fixture(scope="module")
 def small(stack):
     landscape = whole_landscape(stack)
-    scenario = Scenario(burn_duration=240.0)
+    scenario = dataclasses.replace(DRY_SUMMER, burn_duration=240.0)
     return landscape, scenario, TravelTimeSimulator(landscape.tile, scenario)
 
 
@@ -64,7 +67,8 @@ def test_step_batch_places_the_breaks_of_single_steps(small):
     ignitions = np.argwhere(tile.burnable)[::97][:6]
     cells = np.flatnonzero(tile.burnable)[::13][:40]
     envs = [FuelBreakEnv([tile], lambda tile, scenario: simulator, scenario, budget_percent=10.0,
-                         percentage_increment=0.5) for _ in range(2)]
+                         percentage_increment=0.5, num_ignitions=len(ignitions), reward_ignitions=None)
+            for _ in range(2)]
     for env in envs:
         env.reset(seed=0, options={"tile_index": 0, "ignitions": ignitions})
     cells = cells[:len(cells) // envs[0].evaluation_interval * envs[0].evaluation_interval]   # ends evaluated
@@ -116,7 +120,7 @@ def test_window_budgets_share_the_breaks_by_burnable_cells():
 def test_planning_window_by_window_covers_the_grid(small):
     landscape, scenario, simulator = small
     budget = budget_cells(landscape, 5.0)
-    cells, batches, windows = plan_in_windows(landscape, simulator, scenario, budget, 16, 1.0, flow_scorer,
+    cells, batches, windows = plan_in_windows(landscape, simulator, scenario, budget, 16, 8, 1.0, flow_scorer,
                                               np.random.default_rng(0))
     assert windows == 3 * 3 and len(cells) == len(set(cells.tolist())) == budget
     assert landscape.tile.burnable.ravel()[cells].all()

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from firebreak_exp.observation import CHANNELS
 from firebreak_exp.rl.checkpoint import CheckpointError, load_checkpoint
-from firebreak_exp.rl.dqn import DQNAgent
+from conftest import make_agent
 from firebreak_exp.rl.trainer import check_network_shape
 from conftest import metric_histories
 
@@ -86,7 +86,7 @@ def test_not_a_checkpoint_and_wrong_network_shape_are_refused(tmp_path):
     torch.save({"payload": Path("/tmp")}, pickled)  # arbitrary objects are never unpickled
     with pytest.raises(CheckpointError, match="object.pt"):
         load_checkpoint(pickled)
-    agent = DQNAgent((len(CHANNELS), 5, 5), channels=8, num_layers=2)
+    agent = make_agent((len(CHANNELS), 5, 5), channels=8, num_layers=2)
     state = {"network": {"in_channels": len(CHANNELS), "channels": 16, "num_layers": 2}}
     with pytest.raises(CheckpointError, match="channels"):
         check_network_shape(state, agent, tmp_path / "x.pt")

@@ -126,8 +126,8 @@ def test_a_corrupt_expert_memory_cache_is_reported_and_rebuilt(make_cfg, tmp_pat
 @pytest.mark.parametrize("layer_file", ["SYN_F40/SYN_F40_000.tif", "synthetic.json"])
 def test_a_corrupt_landscape_cache_is_reported_and_rebuilt(tmp_path, caplog, corruption, layer_file):
     from firebreak_exp.landscape import _load_landscapes_cached, load_landscapes
-    args = dict(source="synthetic", grid_size=10, num_landscapes=None, heldout_fraction=0.25, synthetic_rows=30,
-                synthetic_cols=30, seed=3, cache_dir=str(tmp_path))
+    args = dict(source="synthetic", grid_size=10, num_landscapes=None, heldout_fraction=0.25, raster_dir=None,
+                layer_patterns=None, synthetic_rows=30, synthetic_cols=30, seed=3, cache_dir=str(tmp_path))
     original = load_landscapes(**args)
     folder = tmp_path / "synthetic_30x30_seed3"
     damaged = folder / layer_file

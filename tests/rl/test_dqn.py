@@ -2,10 +2,9 @@
 import numpy as np
 import pytest
 import torch
-from conftest import random_observations
+from conftest import make_agent, random_observations
 
 from firebreak_exp.observation import CHANNELS, FUEL_BREAK_CHANNEL, NON_BURNABLE_CHANNEL
-from firebreak_exp.rl.dqn import DQNAgent
 from firebreak_exp.rl.network import action_mask, masked_argmax
 from firebreak_exp.rl.replay import NStepReturns
 
@@ -14,7 +13,8 @@ H = W = 4
 
 def test_masked_cells_are_never_chosen():
     rng = np.random.default_rng(0)
-    agent = DQNAgent((len(CHANNELS), H, W), channels=8, num_layers=2, seed=0)
+    agent = make_agent((len(CHANNELS), H, W), channels=8, num_layers=2, reward_scale=1.0, n_step=1,
+                       expert_loss_weight=0.0)
     obs = random_observations(64, rng)
     masks = action_mask(torch.as_tensor(obs)).numpy()
     for epsilon in (0.0, 0.5, 1.0):
@@ -40,7 +40,8 @@ class _FixedQ(torch.nn.Module):
 
 
 def test_double_dqn_target_matches_hand_computation():
-    agent = DQNAgent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.9, seed=0)
+    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.9, reward_scale=1.0, n_step=1,
+                       expert_loss_weight=0.0)
     online = [1.0, 5.0, 3.0]   # online argmax over valid next actions
     target = [10.0, 20.0, 30.0]
     agent.q_network, agent.target_network = _FixedQ(online), _FixedQ(target)
@@ -63,7 +64,8 @@ def test_double_dqn_target_matches_hand_computation():
 
 
 def test_terminal_transitions_are_not_bootstrapped_and_their_next_states_not_evaluated():
-    agent = DQNAgent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.9, seed=0)
+    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.9, reward_scale=1.0, n_step=1,
+                       expert_loss_weight=0.0)
     agent.q_network, agent.target_network = _FixedQ([1.0, 5.0, 3.0]), _FixedQ([10.0, 20.0, 30.0])
     agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
     seen = []
@@ -80,8 +82,8 @@ def test_terminal_transitions_are_not_bootstrapped_and_their_next_states_not_eva
 
 
 def test_expert_margin_loss_matches_hand_computation():
-    agent = DQNAgent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.0, seed=0,
-                     expert_loss_weight=0.5, expert_margin=0.8)
+    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.0, reward_scale=1.0, n_step=1,
+                       expert_loss_weight=0.5, expert_margin=0.8)
     agent.q_network, agent.target_network = _FixedQ([1.0, 5.0, 3.0]), _FixedQ([0.0, 0.0, 0.0])
     agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
     obs = torch.zeros(2, len(CHANNELS), 1, 3)
@@ -120,7 +122,8 @@ def test_n_step_returns_sum_rewards_and_flush_at_episode_end():
     # env 1's second episode (steps 2 and 3) is still open: 2 pending steps, nothing emitted for it
     assert [len(p) for p in n_step.pending] == [0, 2]
     # the learner bootstraps non-terminal n-step transitions with gamma ** n
-    agent = DQNAgent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.5, n_step=3, seed=0)
+    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.5, n_step=3, reward_scale=1.0,
+                       expert_loss_weight=0.0)
     agent.q_network, agent.target_network = _FixedQ([0.0, 0.0, 0.0]), _FixedQ([8.0, 8.0, 8.0])
     agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
     batch = {"obs": torch.zeros(1, len(CHANNELS), 1, 3), "actions": torch.tensor([0]), "rewards": torch.tensor([0.0]),
@@ -138,7 +141,8 @@ def test_monte_carlo_returns_run_to_the_episode_end_and_are_never_bootstrapped()
     actions, rewards, next_obs, dones = out[2], out[3], out[4], out[5]
     assert actions.tolist() == [0, 1, 2] and rewards.tolist() == [1.0 + 1.0 + 1.0, 2.0 + 2.0, 4.0]
     assert dones.all() and (next_obs == 3).all()
-    agent = DQNAgent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.5, n_step=None, seed=0)
+    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.5, n_step=None, reward_scale=1.0,
+                       expert_loss_weight=0.0)
     agent.q_network, agent.target_network = _FixedQ([0.0, 0.0, 0.0]), _FixedQ([8.0, 8.0, 8.0])
     agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
     batch = {"obs": torch.zeros(1, len(CHANNELS), 1, 3), "actions": torch.tensor([0]), "rewards": torch.tensor([3.0]),
@@ -152,7 +156,6 @@ def test_update_loss_matches_the_dense_double_dqn_computation():
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from firebreak_exp.rl.dqn import DQNAgent
     from firebreak_exp.rl.network import action_mask, masked_argmax
     from firebreak_exp.rl.replay import ReplayBuffer
     from firebreak_exp.observation import CHANNELS, FUEL_BREAK_CHANNEL, NON_BURNABLE_CHANNEL
@@ -165,7 +168,8 @@ def test_update_loss_matches_the_dense_double_dqn_computation():
     replay = ReplayBuffer(64, shape, seed=0)
     replay.add(obs[:20], np.arange(20) % 3, rng.integers(0, 100, 20), rng.normal(size=20), obs[20:],
                rng.random(20) < 0.3)
-    agent = DQNAgent(shape, channels=8, num_layers=4, gamma=0.9, seed=0, num_threads=1)
+    agent = make_agent(shape, channels=8, num_layers=4, gamma=0.9, num_threads=1, reward_scale=1.0, n_step=1,
+                       expert_loss_weight=0.0)
     agent.target_network.net[0].weight.data.mul_(1.5)               # online and target differ
     batch = replay.sample(16, agent.device)
     with torch.no_grad():
@@ -184,7 +188,6 @@ def test_margin_loss_on_cones_has_the_dense_loss_and_gradients():
     import numpy as np
     import torch
     import torch.nn.functional as F
-    from firebreak_exp.rl.dqn import DQNAgent
     from firebreak_exp.rl.network import action_mask
     from firebreak_exp.observation import CHANNELS, FUEL_BREAK_CHANNEL, NON_BURNABLE_CHANNEL
 
@@ -197,8 +200,8 @@ def test_margin_loss_on_cones_has_the_dense_loss_and_gradients():
     actions = torch.as_tensor([int(rng.choice(np.flatnonzero(m))) for m in action_mask(obs).numpy()])
     batch = {"obs": obs, "actions": actions, "rewards": torch.as_tensor(rng.normal(size=16), dtype=torch.float32),
              "next_obs": obs, "dones": torch.ones(16), "expert": torch.as_tensor(rng.random(16) < 0.5)}
-    agent = DQNAgent(shape, channels=8, num_layers=4, n_step=None, reward_scale=10.0, expert_loss_weight=0.7,
-                     expert_margin=0.8, seed=0, num_threads=1)
+    agent = make_agent(shape, channels=8, num_layers=4, n_step=None, reward_scale=10.0, expert_loss_weight=0.7,
+                       expert_margin=0.8, num_threads=1)
     agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)   # keep the weights, read the grads
 
     q_all = agent.q_network(obs)                                            # the dense computation

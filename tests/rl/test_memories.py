@@ -2,8 +2,9 @@
 import numpy as np
 import pytest
 
-from firebreak_exp.environment import FuelBreakEnv
-from firebreak_exp.factory import build_landscapes, env_kwargs
+from conftest import make_agent
+
+from firebreak_exp.factory import build_landscapes, env_factory
 from firebreak_exp.observation import BUDGET_CHANNEL, CHANNELS, FUEL_BREAK_CHANNEL
 from firebreak_exp.rl.memories import (fill_replay, load_or_generate_expert_memories, memory_observations,
                                        memory_path, MEMORY_SEED_OFFSET, memory_stats)
@@ -41,7 +42,6 @@ def test_cached_memories_are_reused_and_regenerate_rebuilds(memories_setup, make
 
 def test_transitions_follow_the_mdp(memories_setup):
     cfg, _, memories = memories_setup
-    kwargs = env_kwargs(cfg)
     train = build_landscapes(cfg).train
     episodes = memories["episode"]
     assert sorted(set(episodes.tolist())) == [0, 1, 2]
@@ -62,10 +62,7 @@ def test_transitions_follow_the_mdp(memories_setup):
             assert next_states[i, BUDGET_CHANNEL, 0, 0] < states[i, BUDGET_CHANNEL, 0, 0]
         assert np.array_equal(next_states[rows[:-1]], states[rows[1:]])     # chained within the episode
         # replaying the actions in a fresh environment gives the same rewards
-        import dataclasses
-        scenario = dataclasses.replace(kwargs["scenario"], num_ignitions=2)
-        env = FuelBreakEnv(train, kwargs["simulator_factory"], scenario, kwargs["budget_percent"],
-                           kwargs["percentage_increment"], kwargs["reward_ignitions"])
+        env = env_factory(cfg)(train, num_ignitions=2)
         env.reset(seed=int(cfg.seed) + MEMORY_SEED_OFFSET + e, options={"tile_index": int(memories["episode_tile"][e])})
         replayed = [env.step(int(a))[1] for a in memories["actions"][rows]]
         assert np.allclose(replayed, rewards, atol=1e-6)
@@ -91,15 +88,11 @@ def test_flow_expert_plays_the_fire_flow_plan_of_the_shown_fires(make_cfg, tmp_p
     cfg = make_cfg(*OVERRIDES, "trainer.expert_planner=flow")
     memories = load_or_generate_expert_memories(cfg, cache_dir=tmp_path)
     assert memory_path(cfg, 3, tmp_path) != memory_path(make_cfg(*OVERRIDES), 3, tmp_path)   # the expert is in the key
-    kwargs = env_kwargs(cfg)
-    import dataclasses
-    scenario = dataclasses.replace(kwargs["scenario"], num_ignitions=2)
-    env = FuelBreakEnv(build_landscapes(cfg).train, kwargs["simulator_factory"], scenario, kwargs["budget_percent"],
-                       kwargs["percentage_increment"], kwargs["reward_ignitions"])
+    env = env_factory(cfg)(build_landscapes(cfg).train, num_ignitions=2)
     for e in range(3):
         env.reset(seed=int(cfg.seed) + MEMORY_SEED_OFFSET + e, options={"tile_index": int(memories["episode_tile"][e])})
         tile = env.landscapes[env.tile_index]
-        plan = FireFlowPlanner().plan(tile, env.simulator(env.tile_index), scenario, env.budget, env.ignitions,
+        plan = FireFlowPlanner().plan(tile, env.simulator(env.tile_index), env.scenario, env.budget, env.ignitions,
                                       np.random.default_rng(e))
         assert np.array_equal(memories["actions"][memories["episode"] == e], plan)
 
@@ -109,7 +102,6 @@ def test_margin_loss_pretraining_imitates_the_expert(make_cfg, tmp_path):
     """DQfD pre-training: with the large-margin loss the greedy policy picks the expert's cell on (nearly)
     every demonstration state; on TD targets alone it does not."""
     import torch
-    from firebreak_exp.rl.dqn import DQNAgent
     from firebreak_exp.rl.network import action_mask, masked_argmax
     cfg = make_cfg(*OVERRIDES, "trainer.expert_planner=flow")
     memories = load_or_generate_expert_memories(cfg, cache_dir=tmp_path)
@@ -117,7 +109,8 @@ def test_margin_loss_pretraining_imitates_the_expert(make_cfg, tmp_path):
     states = torch.as_tensor(memory_observations(memories, 0))
     matches = {}
     for weight in (0.0, 1.0):
-        agent = DQNAgent(obs_shape, channels=8, num_layers=3, seed=0, reward_scale=100.0, expert_loss_weight=weight)
+        agent = make_agent(obs_shape, channels=8, num_layers=3, reward_scale=100.0, n_step=1, epsilon_decay_steps=2000,
+                           num_threads=None, expert_loss_weight=weight)
         replay = ReplayBuffer(200, obs_shape, seed=0)
         fill_replay(replay, memories)
         assert replay.expert[:len(replay)].all()

@@ -17,7 +17,7 @@ from firebreak_exp.vector.backend import ClusterUnavailableError, WorkerDiedErro
 @pytest.mark.slow
 def test_dask_local_cluster_gives_the_sequential_transitions(make_cfg):
     cfg = make_cfg("parallel=dask", "parallel.num_envs=3", "parallel.max_workers=2")
-    with make_vector_env(cfg, method="sequential") as vec_env:
+    with make_vector_env(cfg, backend="sequential") as vec_env:
         reference = rollout(vec_env, seed=11, steps=12)
     assert reference[1]["total_episodes"] > 0  # autoreset happened within the rollout
     with make_vector_env(cfg) as vec_env:
@@ -43,7 +43,7 @@ def test_dask_backend_uses_a_running_cluster_by_address_and_notices_a_dead_worke
                       dashboard_address=None) as cluster, Client(cluster, set_as_default=False) as client:
         cfg = make_cfg("parallel=dask", "parallel.num_envs=3", f"parallel.address={cluster.scheduler_address}")
         assert cfg.parallel.address == cluster.scheduler_address
-        with make_vector_env(cfg, method="sequential") as vec_env:
+        with make_vector_env(cfg, backend="sequential") as vec_env:
             reference = rollout(vec_env, seed=5, steps=4)
         vec_env = make_vector_env(cfg)
         try:

@@ -12,7 +12,7 @@ def test_backends_give_identical_transitions(make_cfg):
     cfg = make_cfg("parallel.num_envs=3", "simulator=pyretechnics")
     traces = {}
     for method in ("sequential", "threading", "process", "joblib"):
-        with make_vector_env(cfg, method=method, max_workers=2) as vec_env:
+        with make_vector_env(cfg, backend=method, max_workers=2) as vec_env:
             traces[method] = rollout(vec_env, seed=11, steps=12)
     reference, reference_stats = traces["sequential"]
     assert reference_stats["total_episodes"] > 0  # autoreset happened within the rollout
@@ -27,7 +27,7 @@ def test_environments_of_one_process_share_their_tiles_simulators(make_cfg):
     """Simulators keep no episode state: a vector env's environments build each tile's once between them and
     step exactly as environments that build their own."""
     from firebreak_exp.environment import FuelBreakEnv
-    from firebreak_exp.factory import build_landscapes, env_kwargs
+    from firebreak_exp.factory import build_landscapes, env_factory
     from firebreak_exp.vector.env import VectorizedFireEnv
 
     class OwnSimulators(VectorizedFireEnv):
@@ -36,7 +36,7 @@ def test_environments_of_one_process_share_their_tiles_simulators(make_cfg):
 
     cfg = make_cfg("parallel.num_envs=3")
     tiles = build_landscapes(cfg).train
-    with make_vector_env(cfg) as shared, OwnSimulators(tiles, 3, env_kwargs=env_kwargs(cfg)) as own:
+    with make_vector_env(cfg) as shared, OwnSimulators(tiles, 3, env_kwargs=env_factory(cfg).keywords) as own:
         shared_trace, shared_stats = rollout(shared, seed=4, steps=14)
         own_trace, own_stats = rollout(own, seed=4, steps=14)
         visited = {int(t) for t in shared.call("__getattribute__", "tile_index")}
@@ -54,4 +54,4 @@ def test_vector_env_validates_arguments(make_cfg):
     with pytest.raises(ValueError, match="num_envs"):
         make_vector_env(cfg, num_envs=0)
     with pytest.raises(ValueError, match="unknown parallel backend 'gpu'"):
-        make_vector_env(cfg, method="gpu")
+        make_vector_env(cfg, backend="gpu")

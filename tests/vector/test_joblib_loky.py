@@ -32,7 +32,7 @@ def test_joblib_workers_persist_across_steps_and_stop_at_close(make_cfg):
     """The same loky worker processes serve every step (none is started per step), each holding its share
     of the environments; closing the vector env stops them."""
     cfg = make_cfg("parallel.num_envs=3")
-    with make_vector_env(cfg, method="joblib", max_workers=2) as vec_env:
+    with make_vector_env(cfg, backend="joblib", max_workers=2) as vec_env:
         pids = list(vec_env.runner.pids)
         assert len(set(pids)) == 2
         children_before = {p.pid for p in psutil.Process().children(recursive=True)}
@@ -46,7 +46,7 @@ def test_joblib_workers_persist_across_steps_and_stop_at_close(make_cfg):
 
 
 def test_error_in_a_joblib_worker_names_its_environments(make_cfg):
-    with make_vector_env(make_cfg(), method="joblib", num_envs=2, max_workers=2) as vec_env:
+    with make_vector_env(make_cfg(), backend="joblib", num_envs=2, max_workers=2) as vec_env:
         with pytest.raises(RuntimeError, match=r"error in joblib \(loky\) worker of environments \[0\]: "
                                                r"AttributeError.*no_such_method"):
             vec_env.call("no_such_method")
@@ -55,7 +55,7 @@ def test_error_in_a_joblib_worker_names_its_environments(make_cfg):
 
 
 def test_killed_joblib_worker_is_detected(make_cfg):
-    with make_vector_env(make_cfg(), method="joblib", num_envs=2, max_workers=2) as vec_env:
+    with make_vector_env(make_cfg(), backend="joblib", num_envs=2, max_workers=2) as vec_env:
         _, infos = vec_env.reset(seed=0)
         actions = [int(np.flatnonzero(mask)[0]) for mask in infos["action_mask"]]
         vec_env.step(actions)

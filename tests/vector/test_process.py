@@ -22,7 +22,7 @@ def test_process_workers_burn_each_others_fires(make_cfg):
     counts = {}
     for simulator, share in (("pyretechnics", True), ("pyretechnics", False), ("travel_time", True)):
         cfg = make_cfg("parallel.num_envs=2", f"simulator={simulator}")
-        with make_vector_env(cfg, method="process", max_workers=2, share_fires=share) as vec_env:
+        with make_vector_env(cfg, backend="process", max_workers=2, share_fires=share) as vec_env:
             rollout(vec_env, seed=2, steps=4)
             workers = vec_env.fires_shared()
         assert len(workers) == 2
@@ -36,7 +36,7 @@ def test_process_workers_burn_each_others_fires(make_cfg):
 def test_killed_process_worker_is_detected_within_seconds(make_cfg):
     me = psutil.Process()
     before = {p.pid for p in spawned_children(me)}
-    with make_vector_env(make_cfg(), method="process", num_envs=2, max_workers=2) as vec_env:
+    with make_vector_env(make_cfg(), backend="process", num_envs=2, max_workers=2) as vec_env:
         workers = [p for p in spawned_children(me) if p.pid not in before]
         assert len(workers) == 2
         _, infos = vec_env.reset(seed=0)

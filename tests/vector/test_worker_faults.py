@@ -7,7 +7,7 @@ import psutil
 import pytest
 from conftest import ROOT, spawned_children
 
-from firebreak_exp.factory import build_landscapes, env_kwargs
+from firebreak_exp.factory import build_landscapes, env_factory
 from firebreak_exp.vector.backend import WorkerDiedError
 from firebreak_exp.vector.process import MAIN_SCRIPT_REENTERED_EXIT
 
@@ -18,9 +18,15 @@ from firebreak_exp.landscape import load_landscapes
 from firebreak_exp.vector.env import VectorizedFireEnv
 
 # 64 tiles of 25 x 25 cells: a pickled builder far larger than a pipe's buffer
-tiles = load_landscapes("synthetic", 25, None, 0.2, synthetic_rows=200, synthetic_cols=200, cache_dir=sys.argv[1]).train
+scenario = Scenario(wind_speed=30.0, wind_direction=270.0, fuel_moisture_dead_1hr=0.03, fuel_moisture_dead_10hr=0.04,
+                    fuel_moisture_dead_100hr=0.05, fuel_moisture_live_herbaceous=0.30, fuel_moisture_live_woody=0.60,
+                    foliar_moisture=0.80, burn_duration=840.0)
+tiles = load_landscapes("synthetic", 25, None, 0.2, raster_dir=None, layer_patterns=None, synthetic_rows=200,
+                        synthetic_cols=200, seed=0, cache_dir=sys.argv[1]).train
 vec_env = VectorizedFireEnv(tiles, num_envs=2, method="process", max_workers=2,
-                            env_kwargs={"simulator_factory": TravelTimeSimulator, "scenario": Scenario()})
+                            env_kwargs={"simulator_factory": TravelTimeSimulator, "scenario": scenario,
+                                        "budget_percent": 5.0, "percentage_increment": 1.0, "num_ignitions": 8,
+                                        "reward_ignitions": None})
 print("stepping", vec_env.num_envs)
 vec_env.close()
 """
@@ -101,7 +107,7 @@ def test_an_environment_that_cannot_be_built_in_the_worker_names_the_worker(make
     me = psutil.Process()
     before = {p.pid for p in spawned_children(me)}
     with pytest.raises(WorkerDiedError) as raised:
-        cls(build_landscapes(cfg).train, num_envs=2, method="process", max_workers=2, env_kwargs=env_kwargs(cfg))
+        cls(build_landscapes(cfg).train, num_envs=2, method="process", max_workers=2, env_kwargs=env_factory(cfg).keywords)
     message = str(raised.value)
     assert message.startswith("worker process fire-env-worker-0 (pid ") and "could not build its environments: " \
         f"{cause} (the worker's traceback is in the log)" in message, message
@@ -116,7 +122,7 @@ def test_a_worker_that_hangs_past_step_timeout_is_stopped_and_named(make_cfg, fa
     me = psutil.Process()
     before = {p.pid for p in spawned_children(me)}
     vec_env = Hangs(build_landscapes(cfg).train, num_envs=2, method="process", max_workers=2,
-                    env_kwargs=env_kwargs(cfg), step_timeout_s=10)
+                    env_kwargs=env_factory(cfg).keywords, step_timeout_s=10)
     workers = [p for p in spawned_children(me) if p.pid not in before]
     try:
         _, infos = vec_env.reset(seed=0)
@@ -150,8 +156,8 @@ def test_workers_of_other_backends_that_cannot_build_or_hang_are_named(make_cfg,
     landscapes = build_landscapes(cfg).train
     with pytest.raises(WorkerDiedError, match=rf"^{WORKER[backend]}{CANNOT_BUILD[backend]}RuntimeError: no licence "
                                               rf"server for this simulator$"):
-        FailsToBuild(landscapes, num_envs=2, method=backend, max_workers=2, env_kwargs=env_kwargs(cfg))
-    with Hangs(landscapes, num_envs=2, method=backend, max_workers=2, env_kwargs=env_kwargs(cfg),
+        FailsToBuild(landscapes, num_envs=2, method=backend, max_workers=2, env_kwargs=env_factory(cfg).keywords)
+    with Hangs(landscapes, num_envs=2, method=backend, max_workers=2, env_kwargs=env_factory(cfg).keywords,
                step_timeout_s=10) as vec_env:
         _, infos = vec_env.reset(seed=0)
         with pytest.raises(WorkerDiedError, match=rf"^{WORKER[backend]}{NO_ANSWER[backend]}"):
