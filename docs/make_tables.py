@@ -200,6 +200,7 @@ def config_groups() -> str:
         options = sorted(p.stem for p in (conf / group).glob("*.yaml"))
         listed = ", ".join(f"**`{o}`**" if o == default else f"`{o}`" for o in options)
         keys = ", ".join(f"`{k}`" for k in _yaml_keys(conf / group / f"{default}.yaml"))
+        keys = keys or "none: the option names its class"
         rows.append(f"| `{group}` | {listed} | {keys} |")
     presets = ", ".join(f"`{p.stem}`" for p in sorted((conf / "experiment").glob("*.yaml")))
     rows.append(f"| `experiment` | {presets} | small override files of the groups above |")
