@@ -170,11 +170,22 @@ def validate(cfg: Any) -> Any:
     return merged
 
 
+#: Ceilings on counts whose absurd values would otherwise run for ever or exhaust memory before any check.
+UPPER_LIMITS = {"trainer.steps_per_collection": 100_000, "env.num_ignitions": 100_000,
+                "env.reward_ignitions": 100_000, "landscape.grid_size": 100_000}
+LIMIT_REASONS = {"trainer.steps_per_collection": "vector steps between metric logs; the run ends between them",
+                 "env.num_ignitions": "fires an episode shows", "env.reward_ignitions": "fires each reward burns",
+                 "landscape.grid_size": "tile side in cells"}
+MAX_NUM_ENVS = 4096
+
+
 def check_values(cfg: Any) -> None:
     """Range checks the types cannot express; ValueError names the key, the value and what is expected."""
     num_envs = cfg.parallel.num_envs
     if num_envs != "auto" and (isinstance(num_envs, bool) or not isinstance(num_envs, int) or num_envs <= 0):
         raise ValueError(f"parallel.num_envs={num_envs}: expected a positive integer or 'auto'")
+    if num_envs != "auto" and num_envs > MAX_NUM_ENVS:
+        raise ValueError(f"parallel.num_envs={num_envs}: expected at most {MAX_NUM_ENVS:,} environments")
     positive = {"landscape.grid_size": cfg.landscape.grid_size,
                 "trainer.episodes": cfg.trainer.episodes, "agent.batch_size": cfg.agent.batch_size,
                 "replay.capacity": cfg.replay.capacity, "env.num_ignitions": cfg.env.num_ignitions,
@@ -183,6 +194,8 @@ def check_values(cfg: Any) -> None:
                 "trainer.checkpoint_frequency": cfg.trainer.checkpoint_frequency,
                 "env.reward_ignitions": cfg.env.get("reward_ignitions")}
     for key, value in positive.items():
+        if value is not None and value > UPPER_LIMITS.get(key, float("inf")):
+            raise ValueError(f"{key}={value}: expected at most {UPPER_LIMITS[key]:,} ({LIMIT_REASONS[key]})")
         if value is not None and value <= 0:
             raise ValueError(f"{key}={value}: expected a positive integer")
     if cfg.agent.get("num_threads") is not None and cfg.agent.num_threads <= 0:

@@ -2,6 +2,7 @@
 set in conf/ (the schemas hold types only), and each ``_target_``'s signature takes exactly the keys its YAML
 sets, none of them with a default of its own."""
 import inspect
+import re
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,11 @@ def test_planners_build_from_config(make_cfg):
     agent = make_agent(make_cfg(), (len(CHANNELS), 12, 12))
     policy = build_planners(cfg.planners, ["policy"], agent, 2.5)["policy"]
     assert policy.agent is agent and policy.percentage_increment == 2.5
+
+
+@pytest.mark.parametrize("key", ["trainer.steps_per_collection", "parallel.num_envs", "env.num_ignitions"])
+def test_absurd_counts_stop_at_start_naming_the_key(key, tmp_path, monkeypatch):
+    """A count of 10**18 would run for ever or exhaust memory: it is refused before anything starts."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=rf"^{re.escape(key)}=1000000000000000000: expected at most"):
+        fx.compose(["experiment=smoke", f"{key}=1000000000000000000"])
