@@ -98,6 +98,18 @@ def test_expert_margin_loss_matches_hand_computation():
     assert agent.update(batch) == pytest.approx(td)
 
 
+def _frozen_agent_and_batch(n_step, reward: float) -> tuple:
+    """An agent whose Q is 0 everywhere and target Q 8 (gamma 0.5, no learning), and one non-terminal
+    transition with ``reward`` from cell 0."""
+    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.5, n_step=n_step, reward_scale=1.0,
+                       expert_loss_weight=0.0)
+    agent.q_network, agent.target_network = _FixedQ([0.0, 0.0, 0.0]), _FixedQ([8.0, 8.0, 8.0])
+    agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
+    batch = {"obs": torch.zeros(1, len(CHANNELS), 1, 3), "actions": torch.tensor([0]), "rewards": torch.tensor([reward]),
+             "next_obs": torch.zeros(1, len(CHANNELS), 1, 3), "dones": torch.tensor([0.0])}
+    return agent, batch
+
+
 def test_n_step_returns_sum_rewards_and_flush_at_episode_end():
     # two environments, n = 3, gamma = 0.5; env 0 ends after 4 steps, env 1 after 2
     n_step = NStepReturns(num_envs=2, n_step=3, gamma=0.5)
@@ -122,12 +134,7 @@ def test_n_step_returns_sum_rewards_and_flush_at_episode_end():
     # env 1's second episode (steps 2 and 3) is still open: 2 pending steps, nothing emitted for it
     assert [len(p) for p in n_step.pending] == [0, 2]
     # the learner bootstraps non-terminal n-step transitions with gamma ** n
-    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.5, n_step=3, reward_scale=1.0,
-                       expert_loss_weight=0.0)
-    agent.q_network, agent.target_network = _FixedQ([0.0, 0.0, 0.0]), _FixedQ([8.0, 8.0, 8.0])
-    agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
-    batch = {"obs": torch.zeros(1, len(CHANNELS), 1, 3), "actions": torch.tensor([0]), "rewards": torch.tensor([0.0]),
-             "next_obs": torch.zeros(1, len(CHANNELS), 1, 3), "dones": torch.tensor([0.0])}
+    agent, batch = _frozen_agent_and_batch(n_step=3, reward=0.0)
     assert agent.update(batch) == pytest.approx(torch.nn.functional.smooth_l1_loss(
         torch.tensor([0.0]), torch.tensor([0.125 * 8.0])).item())
 
@@ -141,12 +148,7 @@ def test_monte_carlo_returns_run_to_the_episode_end_and_are_never_bootstrapped()
     actions, rewards, next_obs, dones = out[2], out[3], out[4], out[5]
     assert actions.tolist() == [0, 1, 2] and rewards.tolist() == [1.0 + 1.0 + 1.0, 2.0 + 2.0, 4.0]
     assert dones.all() and (next_obs == 3).all()
-    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.5, n_step=None, reward_scale=1.0,
-                       expert_loss_weight=0.0)
-    agent.q_network, agent.target_network = _FixedQ([0.0, 0.0, 0.0]), _FixedQ([8.0, 8.0, 8.0])
-    agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
-    batch = {"obs": torch.zeros(1, len(CHANNELS), 1, 3), "actions": torch.tensor([0]), "rewards": torch.tensor([3.0]),
-             "next_obs": torch.zeros(1, len(CHANNELS), 1, 3), "dones": torch.tensor([0.0])}
+    agent, batch = _frozen_agent_and_batch(n_step=None, reward=3.0)
     # even a transition not marked done (none is, with Monte Carlo returns) adds no next value
     assert agent.update(batch) == pytest.approx(torch.nn.functional.smooth_l1_loss(
         torch.tensor([0.0]), torch.tensor([3.0])).item())
