@@ -97,6 +97,9 @@ class AgentConfig:
     n_step: Optional[int] = MISSING            # rewards summed per transition before bootstrapping; None: Monte Carlo
     expert_loss_weight: float = MISSING        # DQfD margin loss on expert memories (0 = TD loss only)
     expert_margin: float = MISSING             # how far (Q units) the expert's cell must out-value the others
+    expert_loss_decay_updates: Optional[int] = MISSING   # updates over which the margin loss's weight falls to 0; None: constant
+    flow_init: Optional[float] = MISSING       # Q-network head starts as this x the fire-flow channel; None: default init
+    state_value: bool = MISSING                # add V(s), linear in the tile-mean channels, to every cell's Q
     device: str = MISSING                      # cpu | cuda | auto
     num_threads: Optional[int] = MISSING       # torch CPU threads of the learner; None = torch's default (all cores)
 
@@ -119,7 +122,7 @@ class TrainerConfig:
     checkpoint_frequency: int = MISSING        # episodes between periodic checkpoints
     eval_episodes: int = MISSING               # held-out tiles scored at the end (policy vs baselines)
     expert_memories: int = MISSING             # expert episodes turned into replay transitions (0 = none)
-    expert_planner: str = MISSING              # the expert: flow | domirank (the seed's)
+    expert_planner: str = MISSING              # the expert: one of EXPERT_PLANNERS
     memory_simulations: int = MISSING          # fires each expert episode shows
     regenerate_memories: bool = MISSING        # rebuild the cached expert memories under outputs/
     pretrain_steps: int = MISSING              # learner updates on expert memories before exploration
@@ -177,6 +180,8 @@ LIMIT_REASONS = {"trainer.steps_per_collection": "vector steps between metric lo
                  "env.num_ignitions": "fires an episode shows", "env.reward_ignitions": "fires each reward burns",
                  "landscape.grid_size": "tile side in cells"}
 MAX_NUM_ENVS = 4096
+#: planners (``planners.<name>``) that can play the expert memories: those that plan without a trained agent
+EXPERT_PLANNERS = ("flow", "domirank", "flow_search", "local_search")
 
 
 def check_values(cfg: Any) -> None:
@@ -209,8 +214,8 @@ def check_values(cfg: Any) -> None:
         value = cfg.env[key]
         if not 0 < value <= 100:
             raise ValueError(f"env.{key}={value}: expected a percentage in (0, 100]")
-    if cfg.trainer.expert_planner not in ("domirank", "flow"):
-        raise ValueError(f"trainer.expert_planner={cfg.trainer.expert_planner}: expected 'domirank' or 'flow'")
+    if cfg.trainer.expert_planner not in EXPERT_PLANNERS:
+        raise ValueError(f"trainer.expert_planner={cfg.trainer.expert_planner}: expected one of {EXPERT_PLANNERS}")
     if not 0 <= cfg.landscape.heldout_fraction < 1:
         raise ValueError(f"landscape.heldout_fraction={cfg.landscape.heldout_fraction}: expected a value in [0, 1)")
 
