@@ -97,9 +97,6 @@ class AgentConfig:
     n_step: Optional[int] = MISSING            # rewards summed per transition before bootstrapping; None: Monte Carlo
     expert_loss_weight: float = MISSING        # DQfD margin loss on expert memories (0 = TD loss only)
     expert_margin: float = MISSING             # how far (Q units) the expert's cell must out-value the others
-    expert_loss_decay_updates: Optional[int] = MISSING   # updates over which the margin loss's weight falls to 0; None: constant
-    flow_init: Optional[float] = MISSING       # Q-network head starts as this x the fire-flow channel; None: default init
-    state_value: bool = MISSING                # add V(s), linear in the tile-mean channels, to every cell's Q
     device: str = MISSING                      # cpu | cuda | auto
     num_threads: Optional[int] = MISSING       # torch CPU threads of the learner; None = torch's default (all cores)
 

@@ -36,8 +36,7 @@ def resolve_device(name: str) -> torch.device:
 
 class DQNAgent:
     """Q-learning on Monte Carlo returns or n-step Double DQN targets (with a target network), Huber loss,
-    Adam, DQfD's margin loss on expert demonstrations (its weight constant or annealed linearly to 0) and a
-    linear epsilon schedule.
+    Adam, DQfD's margin loss on expert demonstrations and a linear epsilon schedule.
 
     ``obs_shape`` (channels, rows, cols) and ``seed`` come from the environment and the run; every other
     setting from ``conf/agent/`` (see it for units and meaning)."""
@@ -45,15 +44,14 @@ class DQNAgent:
     def __init__(self, obs_shape: tuple, *, channels: int, num_layers: int, lr: float, gamma: float,
                  epsilon_start: float, epsilon_end: float, epsilon_decay_steps: int, batch_size: int,
                  double_q: bool, target_update_interval: int, max_grad_norm: float, reward_scale: float,
-                 n_step: Optional[int], expert_loss_weight: float, expert_margin: float,
-                 expert_loss_decay_updates: Optional[int], flow_init: Optional[float], state_value: bool, device: str,
+                 n_step: Optional[int], expert_loss_weight: float, expert_margin: float, device: str,
                  num_threads: Optional[int], seed: int = 0):
         torch.manual_seed(seed)
         self.device = resolve_device(device)
         if self.device.type == "cpu":
             set_cpu_threads(num_threads)
-        self.q_network = QNetwork(obs_shape[0], channels, num_layers, flow_init, state_value).to(self.device)
-        self.target_network = QNetwork(obs_shape[0], channels, num_layers, state_value=state_value).to(self.device)
+        self.q_network = QNetwork(obs_shape[0], channels, num_layers).to(self.device)
+        self.target_network = QNetwork(obs_shape[0], channels, num_layers).to(self.device)
         self.target_network.load_state_dict(self.q_network.state_dict())
         if self.device.type == "cpu":  # oneDNN's channels-last convolutions are the fast ones on CPUs
             self.q_network.to(memory_format=torch.channels_last)
@@ -63,9 +61,6 @@ class DQNAgent:
         self.gamma, self.double_q, self.reward_scale = gamma, double_q, reward_scale
         self.n_step = None if n_step is None else int(n_step)   # None: Monte Carlo returns (NStepReturns)
         self.expert_loss_weight, self.expert_margin = float(expert_loss_weight), float(expert_margin)
-        if expert_loss_decay_updates is not None and int(expert_loss_decay_updates) < 1:
-            raise ValueError(f"expert_loss_decay_updates must be a positive integer or None, got {expert_loss_decay_updates}")
-        self.expert_loss_decay_updates = None if expert_loss_decay_updates is None else int(expert_loss_decay_updates)
         self.epsilon_start, self.epsilon_end, self.epsilon_decay_steps = epsilon_start, epsilon_end, epsilon_decay_steps
         self.target_update_interval, self.max_grad_norm = target_update_interval, max_grad_norm
         self.rng = np.random.default_rng(seed)
@@ -75,13 +70,6 @@ class DQNAgent:
         """Exploration rate after ``step`` environment steps (linear decay, then constant)."""
         fraction = min(1.0, step / max(1, self.epsilon_decay_steps))
         return self.epsilon_start + fraction * (self.epsilon_end - self.epsilon_start)
-
-    def expert_weight(self, updates: int) -> float:
-        """The margin loss's weight at learner update ``updates``: ``expert_loss_weight``, falling linearly to 0
-        over ``expert_loss_decay_updates`` updates when that is set (pre-training's updates count)."""
-        if self.expert_loss_decay_updates is None:
-            return self.expert_loss_weight
-        return self.expert_loss_weight * max(0.0, 1.0 - updates / self.expert_loss_decay_updates)
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, masks: np.ndarray, epsilon: float) -> np.ndarray:
@@ -145,15 +133,15 @@ class DQNAgent:
         # (a != a_E)] - Q(s, a_E) >= 0, so the greedy policy imitates the expert where TD alone is unsure.
         # The max's gradient flows through its arg max alone: that cell (the rival) is found on the dense map
         # without autograd, and only its Q-value is computed with gradients, on its cone.
-        expert, expert_weight = batch.get("expert"), self.expert_weight(self.updates)
-        if expert_weight > 0 and expert is not None and bool(expert.any()):
+        expert = batch.get("expert")
+        if self.expert_loss_weight > 0 and expert is not None and bool(expert.any()):
             expert_obs, expert_actions = obs[expert], actions[expert]
             with torch.no_grad():
                 q_all = self.q_network(expert_obs)
                 margins = torch.full_like(q_all, self.expert_margin).scatter_(1, expert_actions[:, None], 0.0)
                 rival = masked_argmax(q_all + margins, action_mask(expert_obs))
             best = q_of(self.q_network, expert_obs, rival) + self.expert_margin * (rival != expert_actions)
-            loss = loss + expert_weight * (best - q_taken[expert]).mean()
+            loss = loss + self.expert_loss_weight * (best - q_taken[expert]).mean()
         self.optimizer.zero_grad()
         loss.backward()
         nn.utils.clip_grad_norm_(self.q_network.parameters(), self.max_grad_norm)

@@ -1,13 +1,13 @@
 """The Q-network: a fully-convolutional network with one value per cell, and masked action selection."""
 import functools
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from firebreak_exp.observation import FIRE_FLOW_CHANNEL, FUEL_BREAK_CHANNEL, NON_BURNABLE_CHANNEL
+from firebreak_exp.observation import FUEL_BREAK_CHANNEL, NON_BURNABLE_CHANNEL
 
 
 class QNetwork(nn.Module):
@@ -16,20 +16,12 @@ class QNetwork(nn.Module):
     Dilations 1, 2, 4, ... let each cell's value see the whole tile, so a break
     is valued by where fire comes from and where it goes. The 1 x 1 head also reads
     the observation at the cell itself (a skip connection), so a value carried by a
-    cell's own channels (fire flow, burn probability) is learned in a few updates. With ``flow_init`` set the
-    head starts as ``flow_init`` x the fire-flow channel (% of burnable cells) and nothing else, so training
-    starts from the fire-flow planner's choices and learns what to change (residual policy learning). With
-    ``state_value`` a state value V(s), linear in the channels' means over the tile, is added to every cell's
-    value (a dueling split, Wang et al. 2016): the cells' outputs need not carry what the state is worth, only
-    how they differ, and the means keep their scale on tiles of any size.
+    cell's own channels (fire flow, burn probability) is learned in a few updates.
     """
 
-    def __init__(self, in_channels: int, channels: int = 16, num_layers: int = 5, flow_init: Optional[float] = None,
-                 state_value: bool = False):
+    def __init__(self, in_channels: int, channels: int = 16, num_layers: int = 5):
         super().__init__()
         self.in_channels, self.channels, self.num_layers = in_channels, channels, num_layers
-        # V(s): a linear function of the observation's channels averaged over the tile, added to every cell
-        self.value = nn.Linear(in_channels, 1) if state_value else None
         layers, width = [], in_channels
         for i in range(num_layers):
             dilation = 2 ** i
@@ -37,20 +29,9 @@ class QNetwork(nn.Module):
             width = channels
         self.net = nn.Sequential(*layers)
         self.head = nn.Conv2d(width + in_channels, 1, 1)
-        if flow_init is not None:   # Q = flow_init x fire flow: the untrained network plans as fire flow does
-            with torch.no_grad():
-                self.head.weight.zero_()
-                self.head.bias.zero_()
-                self.head.weight[0, width + FIRE_FLOW_CHANNEL] = float(flow_init)
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([self.net(obs), obs], dim=1)).flatten(1) + self._state_value(obs)[:, None]
-
-    def _state_value(self, obs: torch.Tensor) -> torch.Tensor:
-        """(B,) V(s) of the pooled channels; 0 without ``state_value``."""
-        if self.value is None:
-            return obs.new_zeros(obs.shape[0])
-        return self.value(obs.mean(dim=(2, 3))).squeeze(1)
+        return self.head(torch.cat([self.net(obs), obs], dim=1)).flatten(1)
 
     def q_at(self, obs: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
         """Q-values of one cell per observation, ``forward(obs).gather(1, cells[:, None]).squeeze(1)`` up to
@@ -72,7 +53,7 @@ class QNetwork(nn.Module):
         own = (obs.permute(0, 2, 3, 1).reshape(batch, height * width, -1)[at_cells] * head_obs).sum(dim=1)
         if not layers:
             table = torch.relu_(first(obs)).permute(0, 2, 3, 1).reshape(batch, height * width, -1)[at_cells]
-            return (table * head_features).sum(dim=1) + own + self.head.bias + self._state_value(obs)
+            return (table * head_features).sum(dim=1) + own + self.head.bias
         cells_np = cells.detach().cpu().numpy()
         plan = cone_plan(cells_np, height, width, [conv.dilation[0] for conv in layers])
         table, lattice_rows = first_layer_on_parity_lattices(first, obs, cells_np)
@@ -86,7 +67,7 @@ class QNetwork(nn.Module):
             gathered = table.index_select(0, torch.as_tensor(taps, device=obs.device).view(-1))
             weight = conv.weight.permute(2, 3, 1, 0).reshape(-1, conv.out_channels)  # taps-major, like gathered
             table = torch.relu_(torch.addmm(conv.bias, gathered.view(batch * rows, -1), weight))
-        return (table * head_features).sum(dim=1) + own + self.head.bias + self._state_value(obs)
+        return (table * head_features).sum(dim=1) + own + self.head.bias
 
 
 def first_layer_on_parity_lattices(first: nn.Conv2d, obs: torch.Tensor, cells: np.ndarray) -> tuple:

@@ -98,22 +98,6 @@ def test_expert_margin_loss_matches_hand_computation():
     assert agent.update(batch) == pytest.approx(td)
 
 
-def test_expert_loss_weight_falls_linearly_to_zero():
-    agent = make_agent((len(CHANNELS), 1, 3), channels=4, num_layers=1, gamma=0.0, reward_scale=1.0, n_step=1,
-                       expert_loss_weight=0.5, expert_margin=0.8, expert_loss_decay_updates=4)
-    assert [agent.expert_weight(u) for u in (0, 1, 2, 4, 9)] == [0.5, 0.375, 0.25, 0.0, 0.0]
-    agent.q_network, agent.target_network = _FixedQ([1.0, 5.0, 3.0]), _FixedQ([0.0, 0.0, 0.0])
-    agent.optimizer = torch.optim.SGD(agent.q_network.parameters(), lr=0.0)
-    batch = {"obs": torch.zeros(1, len(CHANNELS), 1, 3), "actions": torch.tensor([0]), "rewards": torch.tensor([1.0]),
-             "next_obs": torch.zeros(1, len(CHANNELS), 1, 3), "dones": torch.tensor([1.0]),
-             "expert": torch.tensor([True])}
-    # the margin term max(1, 5 + 0.8, 3 + 0.8) - 1 = 4.8, weighted 0.5, 0.375, 0.25, 0.125, then 0 (TD loss 0)
-    assert [agent.update(batch) for _ in range(5)] == pytest.approx([2.4, 1.8, 1.2, 0.6, 0.0])
-    assert make_agent((len(CHANNELS), 1, 3), expert_loss_weight=0.5).expert_weight(10**6) == 0.5
-    with pytest.raises(ValueError, match="expert_loss_decay_updates must be a positive integer or None, got 0"):
-        make_agent((len(CHANNELS), 1, 3), expert_loss_decay_updates=0)
-
-
 def _frozen_agent_and_batch(n_step, reward: float) -> tuple:
     """An agent whose Q is 0 everywhere and target Q 8 (gamma 0.5, no learning), and one non-terminal
     transition with ``reward`` from cell 0."""
