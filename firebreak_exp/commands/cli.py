@@ -10,6 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from firebreak_exp.commands.conf import CONF_DIR, register_help_resolver  # CONF_DIR: for the commands
 from firebreak_exp.commands.errors import JobError, exit_code, exit_with_error, log, message, runtime_faults
+from firebreak_exp.commands.hydra_errors import report_composition_errors
 from firebreak_exp.commands.store_lock import StoreLockedError
 from firebreak_exp.commands.tracking import TrackingUnavailableError
 from firebreak_exp.config import validate
@@ -29,8 +30,10 @@ def multirun_flag_first(argv: list) -> list:
 
 
 def launch(main: Callable[[], object]) -> None:
-    """Run a command's ``@hydra.main`` function with ``-m`` accepted anywhere among its overrides."""
+    """Run a command's ``@hydra.main`` function with ``-m`` accepted anywhere among its overrides, and the
+mistakes Hydra finds in them reported as one line (:mod:`~firebreak_exp.commands.hydra_errors`)."""
     sys.argv[:] = multirun_flag_first(sys.argv)
+    report_composition_errors()
     main()
 
 
