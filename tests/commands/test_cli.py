@@ -108,6 +108,11 @@ CONFIG_CASES = {
                              "parallel.address=tcp://127.0.0.1:8786: only the dask backend uses an address"),
     "heldout_fraction_out_of_range": (["landscape.heldout_fraction=1.5"],
                                       "landscape.heldout_fraction=1.5: expected a value in [0, 1)"),
+    "synthetic_raster_too_large": (["landscape.synthetic_rows=1000000000000000000"],
+                                   "landscape.synthetic_rows=1000000000000000000: expected an integer in [2, 5,000]"),
+    "tile_larger_than_the_synthetic_raster": (["landscape.grid_size=61"],
+                                              "landscape.grid_size=61: expected at most 60 cells, the shorter side of "
+                                              "the generated raster"),
 }
 #: The other commands, the same kinds of command-line mistakes: (module, override, the line's text)
 COMMAND_CASES = [
@@ -116,6 +121,8 @@ COMMAND_CASES = [
                                                          "trainer.total_episodes; did you mean "),
     ("firebreak_exp.benchmark", "agent.lr=fast", "agent.lr=fast: expected a number"),
     ("firebreak_exp.evaluate", "parallel.num_envs=-3", "parallel.num_envs=-3: expected a positive integer"),
+    ("firebreak_exp.plan", "landscape.synthetic_cols=1000000", "landscape.synthetic_cols=1000000: expected an "
+                                                               "integer in [2, 5,000]"),
     ("firebreak_exp.benchmark", "planners=none", "planners=none: config group planners has no option 'none'; "
                                                  "expected one of default"),
 ]
@@ -225,9 +232,9 @@ def test_bad_input_in_a_sweep_is_reported_without_traceback(tmp_path, launcher):
     report = f"exit {result.returncode}\n--- stderr\n{result.stderr[-3000:]}"
     assert result.returncode == 1, report
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, report
-    assert "firebreak_exp: error: grid_size 500 is larger than the raster 60×60 of " in result.stderr, report
+    assert "firebreak_exp: error: landscape.grid_size=500: expected at most 60 cells" in result.stderr, report
     job_logs = "".join(log.read_text() for log in (tmp_path / "multi").glob("*/*.log"))
-    assert "error: grid_size 600 is larger" in job_logs, report  # the other job ran too and logged its line
+    assert "error: landscape.grid_size=600: expected at most 60" in job_logs, report  # the other job ran too
     client = MlflowClient(tracking_uri=uri)
     (parent,) = client.search_runs([client.get_experiment_by_name("firebreak_exp").experiment_id])
     assert parent.info.run_name == "sweep" and parent.info.status == "FAILED"

@@ -37,7 +37,7 @@ KEYS = ["seed", "landscape.grid_size", "landscape.num_landscapes", "landscape.he
         "agent.epsilon_decay_steps", "replay.capacity", "agent.batch_size", "agent.n_step",
         "agent.reward_scale", "agent.num_threads", "trainer.steps_per_collection", "trainer.train_frequency",
         "trainer.learning_starts", "trainer.checkpoint_frequency", "trainer.memory_simulations",
-        "trainer.total_episodes"]
+        "landscape.synthetic_cols", "trainer.total_episodes"]
 #: NaN, infinities, negative, zero, huge, fractions where counts are expected, numbers with units, words.
 VALUES = ["nan", "inf", "-inf", "-1", "-0.5", "0", "0.0", "1e-12", "0.5", "1.5", "3", "100", "1e12",
           "1000000000000000000", "30km/h", "5%", "840min", "0.03kg/kg", "''", "true", "null", "abc", "[1,2]"]
