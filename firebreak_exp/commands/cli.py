@@ -34,7 +34,11 @@ def launch(main: Callable[[], object]) -> None:
 mistakes Hydra finds in them reported as one line (:mod:`~firebreak_exp.commands.hydra_errors`)."""
     sys.argv[:] = multirun_flag_first(sys.argv)
     report_composition_errors()
-    main()
+    try:
+        main()
+    except Interrupted as stop:   # a sweep stopped between its jobs (a job's own stop ends in run_job)
+        print(stop.line(), file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code)
 
 
 def user_errors() -> tuple:

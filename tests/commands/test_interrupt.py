@@ -132,6 +132,34 @@ def test_ctrl_c_stops_with_a_checkpoint_and_a_second_one_at_once(tmp_path, press
         assert record.info.status == "KILLED" and record.data.tags["interrupted_by"] == "SIGINT"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_sweep_and_leaves_its_parent_run_killed(tmp_path, signum):
+    """A basic-launcher sweep (jobs in the sweep's own process): the job in progress checkpoints and its run
+    is KILLED, no later job starts, and the parent run is KILLED with the signal's name, not FAILED."""
+    uri, sweep_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "sweep"
+    sweep = start("-m", "experiment=smoke", "seed=0,1", "trainer.episodes=100000", "trainer.checkpoint_frequency=4",
+                  "hydra/launcher=basic", f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}",
+                  f"landscape.cache_dir={tmp_path / 'landscapes'}")
+    wait_for(sweep_dir / "0" / "checkpoints" / "episode_000004.pt", sweep)
+    os.killpg(sweep.pid, signum)
+    out, err = sweep.communicate(timeout=120)
+    name = signal.Signals(signum).name
+    assert sweep.returncode == 128 + signum, (out[-2000:], err)
+    last = sweep_dir / "0" / "checkpoints" / "last.pt"
+    assert re.fullmatch(rf"firebreak_exp: interrupted at episode \d+ \({name}\); checkpoint {last}; resume with: "
+                        rf"python -m firebreak_exp resume={sweep_dir / '0'}", only_line(err))
+    assert load_checkpoint(last)["counters"]["episodes"] >= 4
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("firebreak_exp").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags["run_kind"] == "sweep"]
+    (job,) = [r for r in runs if r.data.tags["run_kind"] == "train"]       # the second job never started
+    assert (parent.info.status, parent.data.tags.get("interrupted_by")) == ("KILLED", name)
+    assert (job.info.status, job.data.tags["interrupted_by"], job.data.tags["mlflow.parentRunId"]) == \
+        ("KILLED", name, parent.info.run_id)
+    assert not (sweep_dir / "1").exists()
+
+
 def test_resume_auto_leaves_a_finished_run_alone_and_refuses_another_config(tmp_path):
     uri, run_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "run"
     common = ["experiment=smoke", "trainer.episodes=2", "trainer.eval_episodes=1", "resume=auto", f"tracking.uri={uri}",
