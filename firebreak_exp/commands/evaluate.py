@@ -23,18 +23,17 @@ import logging
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from firebreak_exp.commands.cli import CONF_DIR, run_job
 from firebreak_exp.commands.tracking import flatten, tracked_run
-from firebreak_exp.config import Config, check_values, register_configs, validate
+from firebreak_exp.config import Config, register_command_schema, validate
 
 log = logging.getLogger("firebreak_exp")
 
@@ -71,15 +70,7 @@ class EvaluateConfig(Config):
     ceiling: CeilingSettings = field(default_factory=CeilingSettings)
 
 
-EVALUATION_KEYS = tuple(f.name for f in fields(EvaluateConfig) if f.name not in {g.name for g in fields(Config)})
-
-
-def register_evaluate_config() -> None:
-    register_configs()
-    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
-
-
-register_evaluate_config()
+EVALUATION_KEYS = register_command_schema("evaluate_schema", EvaluateConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -335,11 +326,7 @@ def evaluate_job(cfg: DictConfig) -> dict:
 
 def validate_evaluation(cfg: DictConfig) -> DictConfig:
     """``cfg`` (without ``hydra``) merged into the evaluation schema, its values range-checked."""
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    plain.pop("hydra", None)
-    merged = OmegaConf.merge(OmegaConf.structured(EvaluateConfig), plain)
-    check_values(merged)
-    return merged
+    return validate(cfg, EvaluateConfig)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
