@@ -7,13 +7,12 @@ resolved to (and ``max_workers`` when the recommendation set it), ``${hydra:...}
 relative paths (``tracking.uri``, ``landscape.raster_dir``, ``landscape.cache_dir``,
 ``tracking.artifact_location``) made absolute against the folder the command was started in.
 """
-import os
-import tempfile
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from firebreak_exp.atomic import write_text_atomically
 from firebreak_exp.config import resolve_hydra_values
 
 SQLITE_PREFIX = "sqlite:///"
@@ -55,14 +54,4 @@ def resolved_for_archive(cfg: DictConfig) -> DictConfig:
 
 def write_archive(cfg: DictConfig, run_dir: Path) -> Path:
     """Write ``cfg`` as ``<run_dir>/.hydra/config.yaml`` (atomically, replacing Hydra's copy)."""
-    path = Path(run_dir) / ".hydra" / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".config.", suffix=".yaml")
-    try:
-        with os.fdopen(handle, "w") as file:
-            file.write(OmegaConf.to_yaml(cfg))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text_atomically(Path(run_dir) / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
