@@ -50,9 +50,11 @@ def locate_run(resume: str, tracking_uri: str) -> tuple[Path, str]:
 
 
 def train_job(cfg: DictConfig) -> dict:
-    """One training job inside an MLflow run; the config archive is logged first, then the vector env, the
-    agent and the replay are built from the config and handed to the trainer."""
-    from firebreak_exp.rl.trainer import ParallelFuelBreakTrainer, build_training
+    """One training job inside an MLflow run; the config archive is logged first, then the run's parts (vector
+    env, agent, replay, end-of-run evaluation, expert memories) are built from the config and handed to the
+    trainer."""
+    from firebreak_exp.rl.parts import build_training
+    from firebreak_exp.rl.trainer import ParallelFuelBreakTrainer
     with graceful_stop():   # SIGINT/SIGTERM from here on end in a checkpoint and one line (cli.run_job)
         resume_id, resume = None, effective_resume(cfg.resume)
         run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
@@ -78,8 +80,9 @@ def train_job(cfg: DictConfig) -> dict:
                 (run_dir / RUN_ID_FILE).write_text(tracker.run_id)
                 tracker.log_params(params)
                 tracker.log_artifact(run_dir / ".hydra", ".hydra")
-            trainer = ParallelFuelBreakTrainer(cfg, run_dir, tracker, resume=resume_id is not None,
-                                               parts=build_training(cfg))
+            resuming = resume_id is not None
+            trainer = ParallelFuelBreakTrainer(cfg, run_dir, tracker, resume=resuming,
+                                               parts=build_training(cfg, resume=resuming))
             summary = trainer.train()
     log.info("MLflow run %s in %s", tracker.run_id, cfg.tracking.uri)
     return summary
