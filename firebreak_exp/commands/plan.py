@@ -32,6 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from firebreak_exp.commands.archive import load_archive
 from firebreak_exp.commands.cli import CONF_DIR, run_job
 from firebreak_exp.commands.tracking import flatten, job_tags, tracked_run
 from firebreak_exp.config import Config, register_command_schema, validate
@@ -206,7 +207,7 @@ def plan_job(cfg: DictConfig) -> dict:
     if cfg.checkpoint is not None:
         source = resolve_checkpoint(str(cfg.checkpoint), cfg.checkpoint_file, cfg.tracking.uri,
                                     run_dir / "training_run")
-        archived = OmegaConf.load(source["config_path"])
+        archived = load_archive(source["config_path"])
     train_cfg = training_config(cfg, archived, task_overrides(), PLAN_KEYS)
     seed = int(train_cfg.seed)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from firebreak_exp.commands.archive import resolved_for_archive, write_archive
+from firebreak_exp.commands.archive import check_buildable, load_archive, resolved_for_archive, write_archive
 from firebreak_exp.commands.auto_resume import RUN_ID_FILE, auto_resume_run, effective_resume
 from firebreak_exp.commands.cli import CONF_DIR, run_job
 from firebreak_exp.commands.seed_config import apply_seed_config
@@ -61,7 +61,7 @@ def train_job(cfg: DictConfig) -> dict:
         params = None
         if resume and resume != "auto":
             run_dir, resume_id = locate_run(resume, cfg.tracking.uri)
-            cfg = validate(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+            cfg = load_archive(run_dir / ".hydra" / "config.yaml")
         else:
             requested_num_envs = cfg.parallel.num_envs
             cfg = resolved_for_archive(cfg)
@@ -94,5 +94,8 @@ def main(cfg: DictConfig):
 
 
 def validate_training(cfg: DictConfig) -> DictConfig:
-    """The training schema's check of ``cfg``, with a ``+seed_config=FILE``'s settings applied first."""
-    return validate(apply_seed_config(cfg))
+    """The training schema's check of ``cfg`` (with a ``+seed_config=FILE``'s settings applied first), and
+    that every key has a value and every ``_target_`` imports (e.g. of an archive re-run by --config-path)."""
+    cfg = validate(apply_seed_config(cfg))
+    check_buildable(cfg)
+    return cfg
