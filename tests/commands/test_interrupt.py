@@ -132,6 +132,7 @@ def test_ctrl_c_stops_with_a_checkpoint_and_a_second_one_at_once(tmp_path, press
         assert record.info.status == "KILLED" and record.data.tags["interrupted_by"] == "SIGINT"
 
 
+@pytest.mark.slow
 def test_resume_auto_leaves_a_finished_run_alone_and_refuses_another_config(tmp_path):
     uri, run_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "run"
     common = ["experiment=smoke", "trainer.episodes=2", "trainer.eval_episodes=1", "resume=auto", f"tracking.uri={uri}",
