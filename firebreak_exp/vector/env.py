@@ -34,12 +34,13 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
     ``env_class`` is the environment built for each index, ``env_class(landscapes, shared=SharedTiles,
     **env_kwargs)``: FuelBreakEnv (None) or a subclass, e.g. the ``env`` group's ``_target_``. For other
     custom environments override ``create_environment(index)``. Either runs inside the worker for the
-    process, joblib and dask backends, so the class must be importable there. ``address`` (dask backend only) is a running Dask scheduler,
-    e.g. ``tcp://10.0.0.5:8786``; without it a LocalCluster of ``max_workers``
-    single-threaded worker processes starts on 127.0.0.1. ``share_fires`` (process backend only): the
-    workers burn each other's fires (:class:`~firebreak_exp.fire.sharing.FireExchange`). ``step_timeout_s``
-    (process, joblib and dask backends): seconds a worker may take to answer (to start, or to step its
-    environments) before it is stopped and WorkerDiedError names it; None waits as long as it takes.
+    process, joblib and dask backends, so the class must be importable there. ``address`` (dask backend
+    only) is a running Dask scheduler, e.g. ``tcp://10.0.0.5:8786``; without it a LocalCluster of
+    ``max_workers`` single-threaded worker processes starts on 127.0.0.1. ``share_fires`` (process backend
+    only): the workers burn each other's fires (:class:`~firebreak_exp.fire.sharing.FireExchange`).
+    ``step_timeout_s`` (process, joblib and dask backends): seconds a worker may take to answer (to start,
+    or to step its environments) before it is stopped and WorkerDiedError names it; None waits as long as
+    it takes.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
