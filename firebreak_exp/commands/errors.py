@@ -44,19 +44,20 @@ def one_line(error: BaseException) -> str:
         first = f"{key}: {first}" if key and key not in first else first
         schema = getattr(error, "object_type", None)
         if isinstance(error, ConfigKeyError) and key and dataclasses.is_dataclass(schema):
-            first += expected_keys(schema, key.rsplit(".", 1)[-1])
+            first += expected_keys(schema, key)
         return first
     message = str(error).strip()
     return message.splitlines()[0] if message else type(error).__name__
 
 
-def expected_keys(schema: type, name: str) -> str:
-    """"; expected one of ..." (the keys of ``schema``), and the places a key called ``name`` has in the
-    training config, for a message about an unknown key ``name``."""
+def expected_keys(schema: type, full_key: str) -> str:
+    """For a message about the unknown key ``full_key`` of ``schema``: the keys ``schema`` has, and where the
+    training config has a key of that name (one that moved)."""
     from firebreak_exp.config import Config
-    text = f"; expected one of: {', '.join(f.name for f in dataclasses.fields(schema))}"
+    parent, _, name = full_key.rpartition(".")
+    text = f"; {parent or 'the config'} has the keys {', '.join(f.name for f in dataclasses.fields(schema))}"
     homes = [key for key in _schema_keys(Config) if key.rsplit(".", 1)[-1] == name]
-    return text + (f" ({name} is {' or '.join(homes)} in this version)" if homes else "")
+    return text + (f"; this version has {name} as {' or '.join(homes)}" if homes else "")
 
 
 def _schema_keys(schema: type, prefix: str = "") -> list:

@@ -39,8 +39,8 @@ def _other_version(cfg, fault: str):
 
 # fault -> the one line's words after the file name: the key and what this version expects
 OTHER_VERSION = {
-    "moved_key": ["scenario.num_ignitions: Key 'num_ignitions' not in 'ScenarioConfig'; expected one of: _target_, "
-                  "wind_speed,", "(num_ignitions is env.num_ignitions in this version)"],
+    "moved_key": ["scenario.num_ignitions: Key 'num_ignitions' not in 'ScenarioConfig'; scenario has the keys "
+                  "_target_, wind_speed,", "; this version has num_ignitions as env.num_ignitions"],
     "moved_target": ["simulator._target_=firebreak_exp.simulation.TravelTimeSimulator does not import",
                      "expected one of firebreak_exp.fire.reference.PyretechnicsSimulator (conf/simulator/pyretechnics"
                      ".yaml), firebreak_exp.fire.travel_time.TravelTimeSimulator (conf/simulator/travel_time.yaml)"],
