@@ -22,20 +22,20 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
 import hydra
 import numpy as np
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from firebreak_exp.commands.archive import load_archive
 from firebreak_exp.commands.cli import CONF_DIR, run_job
 from firebreak_exp.commands.tracking import flatten, job_tags, tracked_run
-from firebreak_exp.config import Config, check_values, register_configs
+from firebreak_exp.config import Config, register_command_schema, validate
 
 log = logging.getLogger("firebreak_exp")
 
@@ -65,15 +65,7 @@ class PlanConfig(Config):
     greedy: PlanGreedySettings = field(default_factory=PlanGreedySettings)
 
 
-PLAN_KEYS = tuple(f.name for f in fields(PlanConfig) if f.name not in {g.name for g in fields(Config)})
-
-
-def register_plan_config() -> None:
-    register_configs()
-    ConfigStore.instance().store(name="plan_schema", node=PlanConfig)
-
-
-register_plan_config()
+PLAN_KEYS = register_command_schema("plan_schema", PlanConfig)
 
 
 def methods_of(cfg) -> list:
@@ -215,7 +207,7 @@ def plan_job(cfg: DictConfig) -> dict:
     if cfg.checkpoint is not None:
         source = resolve_checkpoint(str(cfg.checkpoint), cfg.checkpoint_file, cfg.tracking.uri,
                                     run_dir / "training_run")
-        archived = OmegaConf.load(source["config_path"])
+        archived = load_archive(source["config_path"])
     train_cfg = training_config(cfg, archived, task_overrides(), PLAN_KEYS)
     seed = int(train_cfg.seed)
 
@@ -306,10 +298,7 @@ def plan_job(cfg: DictConfig) -> dict:
 
 def validate_plan(cfg: DictConfig) -> DictConfig:
     """``cfg`` (without ``hydra``) merged into the plan schema, its values range-checked."""
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    plain.pop("hydra", None)
-    merged = OmegaConf.merge(OmegaConf.structured(PlanConfig), plain)
-    check_values(merged)
+    merged = validate(cfg, PlanConfig)
     check_plan_values(merged)
     return merged
 

@@ -128,6 +128,7 @@ def test_flow_plan_lines_up_with_the_input(rasters, tmp_path):
     assert "flow" in result.stdout and "R" in result.stdout
 
 
+@pytest.mark.slow
 def test_budget_in_hectares(rasters, tmp_path):
     run_plan("method=random", "landscape=landfire", f"landscape.raster_dir={rasters}", "budget_hectares=9",
              f"hydra.run.dir={tmp_path / 'run'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *FAST)
@@ -179,6 +180,7 @@ def test_comparison_is_one_parent_run_with_a_child_per_method(rasters, tmp_path)
         assert parent.data.metrics[f"{child.data.tags['method']}/R"] == pytest.approx(child.data.metrics["R"])
 
 
+@pytest.mark.slow
 def test_planning_in_windows_of_the_training_tile_size(rasters, tmp_path):
     training = _training_run(tmp_path / "training", len(CHANNELS))
     run_plan("method=[policy,flow]", f"checkpoint={training}", "landscape=landfire", f"landscape.raster_dir={rasters}",
@@ -205,6 +207,7 @@ def test_a_multirun_over_methods_is_a_child_run_per_job(rasters, tmp_path):
     assert all(r.data.tags["mlflow.parentRunId"] == sweep.info.run_id for r in jobs)
 
 
+@pytest.mark.slow
 def test_worcester_window_keeps_its_place_and_nodata(tmp_path):
     worcester = require_worcester()
     window = [40, 100, 60, 70]                        # on the county boundary: half of it is nodata
