@@ -172,11 +172,17 @@ def validate(cfg: Any) -> Any:
 
 #: Ceilings on counts whose absurd values would otherwise run for ever or exhaust memory before any check.
 UPPER_LIMITS = {"trainer.steps_per_collection": 100_000, "env.num_ignitions": 100_000,
-                "env.reward_ignitions": 100_000, "landscape.grid_size": 100_000}
+                "env.reward_ignitions": 100_000, "landscape.grid_size": 100_000, "replay.capacity": 10_000_000,
+                "agent.channels": 4096, "agent.num_layers": 16, "trainer.memory_simulations": 100_000}
 LIMIT_REASONS = {"trainer.steps_per_collection": "vector steps between metric logs; the run ends between them",
                  "env.num_ignitions": "fires an episode shows", "env.reward_ignitions": "fires each reward burns",
-                 "landscape.grid_size": "tile side in cells"}
+                 "landscape.grid_size": "tile side in cells", "replay.capacity": "transitions held in memory",
+                 "agent.channels": "conv width of the Q-network",
+                 "agent.num_layers": "conv layers; the 16th has a dilation of 32,768 cells",
+                 "trainer.memory_simulations": "fires each expert episode shows"}
 MAX_NUM_ENVS = 4096
+#: Accepted side of the generated raster (source=synthetic), cells: 5,000 cells are 150 km at 30 m.
+SYNTHETIC_SIDE_RANGE = (2, 5000)
 
 
 def check_values(cfg: Any) -> None:
@@ -192,12 +198,16 @@ def check_values(cfg: Any) -> None:
                 "trainer.steps_per_collection": cfg.trainer.steps_per_collection,
                 "trainer.train_frequency": cfg.trainer.train_frequency,
                 "trainer.checkpoint_frequency": cfg.trainer.checkpoint_frequency,
-                "env.reward_ignitions": cfg.env.get("reward_ignitions")}
+                "env.reward_ignitions": cfg.env.get("reward_ignitions"), "agent.channels": cfg.agent.channels,
+                "agent.num_layers": cfg.agent.num_layers,
+                "trainer.memory_simulations": cfg.trainer.get("memory_simulations")}
     for key, value in positive.items():
         if value is not None and value > UPPER_LIMITS.get(key, float("inf")):
             raise ValueError(f"{key}={value}: expected at most {UPPER_LIMITS[key]:,} ({LIMIT_REASONS[key]})")
         if value is not None and value <= 0:
             raise ValueError(f"{key}={value}: expected a positive integer")
+    if cfg.landscape.grid_size == 1:
+        raise ValueError("landscape.grid_size=1: expected at least 2 (tile side, cells)")
     if cfg.agent.get("num_threads") is not None and cfg.agent.num_threads <= 0:
         raise ValueError(f"agent.num_threads={cfg.agent.num_threads}: expected a positive integer or null")
     timeout = cfg.parallel.get("step_timeout_s")
@@ -213,6 +223,23 @@ def check_values(cfg: Any) -> None:
         raise ValueError(f"trainer.expert_planner={cfg.trainer.expert_planner}: expected 'domirank' or 'flow'")
     if not 0 <= cfg.landscape.heldout_fraction < 1:
         raise ValueError(f"landscape.heldout_fraction={cfg.landscape.heldout_fraction}: expected a value in [0, 1)")
+    if cfg.landscape.source == "synthetic":
+        check_synthetic_size(cfg.landscape)
+
+
+def check_synthetic_size(landscape: Any) -> None:
+    """The generated raster's sides within SYNTHETIC_SIDE_RANGE (cells), and a tile (grid_size) that fits."""
+    low, high = SYNTHETIC_SIDE_RANGE
+    for key in ("synthetic_rows", "synthetic_cols"):
+        if landscape[key] is None or not low <= landscape[key] <= high:
+            shown = "null" if landscape[key] is None else landscape[key]
+            raise ValueError(f"landscape.{key}={shown}: expected an integer in [{low}, {high:,}] (a side "
+                             f"of the generated raster, cells)")
+    side = min(landscape.synthetic_rows, landscape.synthetic_cols)
+    if landscape.grid_size > side:
+        raise ValueError(f"landscape.grid_size={landscape.grid_size}: expected at most {side} cells, the shorter "
+                         f"side of the generated raster (landscape.synthetic_rows={landscape.synthetic_rows}, "
+                         f"landscape.synthetic_cols={landscape.synthetic_cols})")
 
 
 def resolve_hydra_values(cfg: Any) -> None:

@@ -21,6 +21,18 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_received: Optional[int] = None    # the first stop signal this process received
+
+
+def received_stop_signal() -> Optional[int]:
+    """The first stop signal this process received (None: none), e.g. to mark a sweep's parent run KILLED."""
+    return _received
+
+
+def _note(signum: int) -> None:
+    global _received
+    if _received is None:
+        _received = signum
 
 
 def requeue_signal() -> Optional[int]:
@@ -98,6 +110,7 @@ class GracefulStop:
         return previous if signum == requeue_signal() and callable(previous) else None
 
     def _handle(self, signum: int, frame) -> None:
+        _note(signum)
         if self.signum is not None:
             raise Interrupted(signum, at_once=True)
         self.signum = signum
@@ -143,6 +156,20 @@ def graceful_stop() -> Iterator[GracefulStop]:
     finally:
         stop._uninstall()
         _active = None
+
+
+def stop_sweep_on_signals() -> dict:
+    """For a sweep's own process: SIGINT or SIGTERM between its jobs, or while a launcher waits for them, raises
+    Interrupted at once (inside a job run here, the job's :func:`graceful_stop` takes over). Returns the
+    handlers it replaced (signal -> handler); on a thread other than the main one it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def stop(signum: int, frame) -> None:
+        _note(signum)
+        raise Interrupted(signum)
+
+    return {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
 
 
 def _exit_at_once(signum: int, frame) -> None:

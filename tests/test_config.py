@@ -117,9 +117,37 @@ def test_planners_build_from_config(make_cfg):
     assert policy.agent is agent and policy.percentage_increment == 2.5
 
 
-@pytest.mark.parametrize("key", ["trainer.steps_per_collection", "parallel.num_envs", "env.num_ignitions"])
+@pytest.mark.parametrize("key", ["trainer.steps_per_collection", "parallel.num_envs", "env.num_ignitions",
+                                 "replay.capacity", "agent.channels", "agent.num_layers", "trainer.memory_simulations"])
 def test_absurd_counts_stop_at_start_naming_the_key(key, tmp_path, monkeypatch):
     """A count of 10**18 would run for ever or exhaust memory: it is refused before anything starts."""
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=rf"^{re.escape(key)}=1000000000000000000: expected at most"):
         fx.compose(["experiment=smoke", f"{key}=1000000000000000000"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("landscape.synthetic_rows=1000000000000000000", "landscape.synthetic_rows=1000000000000000000: expected an "
+                                                      "integer in [2, 5,000] (a side of the generated raster, cells)"),
+    ("landscape.synthetic_cols=1000000", "landscape.synthetic_cols=1000000: expected an integer in [2, 5,000]"),
+    ("landscape.synthetic_rows=null", "landscape.synthetic_rows=null: expected an integer in [2, 5,000]"),
+    ("landscape.synthetic_cols=1", "landscape.synthetic_cols=1: expected an integer in [2, 5,000]"),
+    ("landscape.grid_size=61", "landscape.grid_size=61: expected at most 60 cells, the shorter side of the generated "
+                               "raster (landscape.synthetic_rows=60, landscape.synthetic_cols=60)"),
+    ("landscape.grid_size=1", "landscape.grid_size=1: expected at least 2 (tile side, cells)"),
+])
+def test_absurd_sizes_of_the_synthetic_landscape_stop_at_start_naming_the_key(override, message, tmp_path,
+                                                                             monkeypatch):
+    """Sizes that would exhaust memory or that no tile fits are refused before the raster is generated."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=rf"^{re.escape(message)}"):
+        fx.compose(["experiment=smoke", override])
+
+
+def test_the_largest_accepted_sizes_pass_and_landfire_ignores_the_synthetic_ones(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = fx.compose(["experiment=smoke", "landscape.synthetic_rows=5000", "landscape.synthetic_cols=60",
+                      "landscape.grid_size=60", "agent.num_layers=16", "replay.capacity=10000000"])
+    assert (cfg.landscape.synthetic_rows, cfg.landscape.grid_size, cfg.replay.capacity) == (5000, 60, 10_000_000)
+    cfg = fx.compose(["landscape=landfire", "landscape.raster_dir=anywhere", "landscape.synthetic_rows=1000000"])
+    assert cfg.landscape.synthetic_rows == 1_000_000

@@ -10,6 +10,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from firebreak_exp.commands.conf import CONF_DIR, register_help_resolver  # CONF_DIR: for the commands
 from firebreak_exp.commands.errors import JobError, exit_code, exit_with_error, log, message, runtime_faults
+from firebreak_exp.commands.hydra_errors import report_composition_errors
 from firebreak_exp.commands.store_lock import StoreLockedError
 from firebreak_exp.commands.tracking import TrackingUnavailableError
 from firebreak_exp.config import validate
@@ -29,9 +30,15 @@ def multirun_flag_first(argv: list) -> list:
 
 
 def launch(main: Callable[[], object]) -> None:
-    """Run a command's ``@hydra.main`` function with ``-m`` accepted anywhere among its overrides."""
+    """Run a command's ``@hydra.main`` function with ``-m`` accepted anywhere among its overrides, and the
+mistakes Hydra finds in them reported as one line (:mod:`~firebreak_exp.commands.hydra_errors`)."""
     sys.argv[:] = multirun_flag_first(sys.argv)
-    main()
+    report_composition_errors()
+    try:
+        main()
+    except Interrupted as stop:   # a sweep stopped between its jobs (a job's own stop ends in run_job)
+        print(stop.line(), file=sys.stderr, flush=True)
+        sys.exit(stop.exit_code)
 
 
 def user_errors() -> tuple:

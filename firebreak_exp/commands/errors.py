@@ -58,6 +58,7 @@ def exit_with_error(error: BaseException, code: Optional[int] = None) -> NoRetur
     """Print ``firebreak_exp: error: <one line>`` on stderr (and to the job log) and exit non-zero."""
     code = exit_code(error) if code is None else code
     line = message(error, code)
-    log.error("error: %s", line)
+    if log.hasHandlers():   # none before Hydra sets up logging: Python's fallback would print the line twice
+        log.error("error: %s", line)
     print(f"firebreak_exp: error: {line}", file=sys.stderr, flush=True)
     sys.exit(code)

@@ -10,6 +10,7 @@ with one line naming the URI (not after MLflow's minutes of retries).
 """
 import atexit
 import os
+import signal
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from firebreak_exp.commands.errors import ParentRunError, exit_with_error, one_line
 from firebreak_exp.commands.store_lock import StoreLockedError, store_lock
-from firebreak_exp.interrupt import Interrupted
+from firebreak_exp.interrupt import Interrupted, received_stop_signal, stop_sweep_on_signals
 
 PARENT_RUN_FILE = ".mlflow_parent_run_id"
 #: In a multirun's sweep folder: the keys its overrides sweep over, one a line (run names show their values).
@@ -240,13 +241,16 @@ class MultirunParentCallback(Callback):
     Jobs find the parent's id in ``<sweep dir>/.mlflow_parent_run_id`` and tag themselves as its children
     (named after their values of the swept keys, listed in ``<sweep dir>/.sweep_keys``),
     so parallel launchers (joblib, submitit) never race to create the SQLite store or the experiment.
-    A sweep that dies before its end (a failed job, Ctrl-C) leaves its parent FAILED, not RUNNING.
+    A sweep that dies before its end leaves its parent FAILED, not RUNNING; one stopped by SIGINT or SIGTERM
+    (the job in progress checkpoints, :mod:`~firebreak_exp.interrupt`) leaves it KILLED, tagged
+    ``interrupted_by`` with the signal's name, like the job's own run.
     The callback travels to the launchers' job processes by pickle, without its live MLflow client.
     """
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         """Create the parent run; if that fails the sweep stops here with one line (Hydra would only warn
         and run the jobs without a parent)."""
+        self._replaced_handlers = stop_sweep_on_signals()
         HydraConfig.instance().set_config(config)
         tracking = config.tracking
         sweep_dir = Path(config.hydra.sweep.dir)
@@ -271,6 +275,8 @@ class MultirunParentCallback(Callback):
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._finish("FINISHED")
+        for signum, handler in getattr(self, "_replaced_handlers", {}).items():
+            signal.signal(signum, handler)
 
     def _finish(self, status: str) -> None:
         tracker = getattr(self, "_tracker", None)
@@ -278,13 +284,17 @@ class MultirunParentCallback(Callback):
             self._tracker = None
             atexit.unregister(self._finish)
             try:
+                stopped_by = received_stop_signal()
+                if status == "FAILED" and stopped_by is not None:
+                    tracker.set_tags({"interrupted_by": signal.Signals(stopped_by).name})
+                    status = "KILLED"
                 tracker.finish(status)
             except Exception:  # at exit, after a failure: never mask it
                 if status == "FINISHED":
                     raise
 
     def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "_tracker"}
+        return {k: v for k, v in self.__dict__.items() if k not in ("_tracker", "_replaced_handlers")}
 
 
 def config_params(cfg: DictConfig) -> dict:

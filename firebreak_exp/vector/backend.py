@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import abc
 import importlib
+import multiprocessing as mp
+import signal
+import sys
 from typing import Any, NoReturn, Optional, Sequence
 
 import gymnasium as gym
@@ -27,14 +30,43 @@ BACKEND_ALIASES = {"threading": "thread", "multiprocessing": "process", "loky": 
 WORKER_POLL_SECONDS = 0.5
 #: Seconds a worker may take to start and build its environments when ``step_timeout_s`` is shorter.
 WORKER_START_SECONDS = 120.0
+#: Exit status of a worker that, re-running its parent's main script, reached a vector env there.
+MAIN_SCRIPT_REENTERED_EXIT = 87
 
 
 class WorkerDiedError(RuntimeError):
-    """A worker (process of the process backend, or Dask worker) exited unexpectedly."""
+    """A worker (process of the process or joblib backend, or Dask worker) exited unexpectedly, could not
+    build its environments, or gave no answer in time."""
 
 
 class ClusterUnavailableError(RuntimeError):
     """The Dask scheduler at ``parallel.address`` cannot be reached (or has no workers)."""
+
+
+def leave_if_main_script_reentered() -> None:
+    """In a worker process started by the spawn method, which imports the parent's main script again, a
+    script without ``if __name__ == "__main__":`` reaches its vector env once more: end that worker quietly
+    with MAIN_SCRIPT_REENTERED_EXIT and let the parent name the cause (:func:`reentered_main_script`; the
+    multiprocessing error would be a traceback per worker)."""
+    if getattr(mp.current_process(), "_inheriting", False):
+        sys.exit(MAIN_SCRIPT_REENTERED_EXIT)
+
+
+def reentered_main_script() -> str:
+    """The likely cause of a worker that exited with MAIN_SCRIPT_REENTERED_EXIT, and the fix."""
+    script = getattr(sys.modules.get("__main__"), "__file__", None) or "the main script"
+    return (f"it re-ran {script} (workers start by the spawn method, which imports the main script again) and "
+            f"reached a vector env there; put the script's top-level code under 'if __name__ == \"__main__\":'")
+
+
+def exit_cause(code: Optional[int]) -> str:
+    """The likely cause of a worker process's exit ``code``, as the end of a message ('' when unknown)."""
+    if code == MAIN_SCRIPT_REENTERED_EXIT:
+        return f": {reentered_main_script()}"
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
+        return f" (killed by {name}" + (", out of memory?)" if -code == signal.SIGKILL else ")")
+    return ""
 
 
 def resolve_backend(method: str) -> str:

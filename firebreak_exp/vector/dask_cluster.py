@@ -16,7 +16,8 @@ from typing import Any, List, Optional, Sequence
 
 import numpy as np
 
-from firebreak_exp.vector.backend import WORKER_POLL_SECONDS, Backend, ClusterUnavailableError, apply
+from firebreak_exp.vector.backend import (WORKER_POLL_SECONDS, Backend, ClusterUnavailableError, apply, exit_cause,
+                                         leave_if_main_script_reentered)
 
 DASK_CONNECT_TIMEOUT_SECONDS = 10
 
@@ -35,6 +36,30 @@ class _DaskEnvGroup:
 
     def pid(self) -> int:
         return os.getpid()
+
+
+def _nanny_noting_exits(exits: dict) -> type:
+    """A LocalCluster's Nanny that notes in ``exits`` (worker name -> exit code) how its worker process
+    ended: when a worker dies while the cluster starts, Dask's own error says only "Nanny failed to start"."""
+    from distributed import Nanny
+
+    class ExitNotingNanny(Nanny):
+        def _on_worker_exit_sync(self, exitcode):
+            exits[self.name] = exitcode
+            super()._on_worker_exit_sync(exitcode)
+
+    return ExitNotingNanny
+
+
+def _start_failure(exits: dict, error: BaseException) -> str:
+    """What to say about a LocalCluster whose worker processes did not start: the first worker that exited,
+    its exit code and the likely cause (``exits``: worker name -> exit code)."""
+    if not exits:
+        return (f"the Dask LocalCluster's worker processes did not start: {type(error).__name__}: "
+                f"{(str(error).strip().splitlines() or [''])[0]}")
+    name, code = min(exits.items(), key=lambda item: str(item[0]))
+    head = f"Dask worker process {name} of the LocalCluster exited with code {code} before it was ready"
+    return head + (exit_cause(code) or "; its error output above says why")
 
 
 def _is_lost_dask_worker(error: BaseException) -> bool:
@@ -77,6 +102,7 @@ class DaskBackend(Backend):
     def start(self, vec_env) -> None:
         """Connect to ``address`` (or start a LocalCluster) and place one environment-group actor per worker."""
         from distributed import Client, LocalCluster
+        leave_if_main_script_reentered()
         if self.address:
             try:
                 self.client = Client(self.address, timeout=DASK_CONNECT_TIMEOUT_SECONDS, set_as_default=False)
@@ -90,10 +116,14 @@ class DaskBackend(Backend):
             self.max_workers = max(1, min(self.num_envs, requested))
         else:
             # No dashboard; the scheduler's plain HTTP endpoint (health, metrics) on a free loopback port.
-            self.cluster = LocalCluster(n_workers=self.max_workers, threads_per_worker=1, processes=True,
-                                        host="127.0.0.1", dashboard_address=None,
-                                        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-                                        silence_logs=logging.ERROR)
+            exits: dict = {}
+            try:
+                self.cluster = LocalCluster(n_workers=self.max_workers, threads_per_worker=1, processes=True,
+                                            host="127.0.0.1", dashboard_address=None,
+                                            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                                            silence_logs=logging.ERROR, worker_class=_nanny_noting_exits(exits))
+            except Exception as error:  # a worker process died before it was ready (the cluster closed itself)
+                self.fail(_start_failure(exits, error), error)
             self.client = Client(self.cluster, set_as_default=False)
             workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
         client, builder = self.client, pickle.dumps(vec_env.builder())

@@ -8,12 +8,15 @@ to its worker: a shared pool cannot route a task to the worker that holds its en
 shared reusable executor waits for running tasks before it resizes).
 
 Tasks travel by cloudpickle, so a ``create_environment`` override defined in a notebook or ``__main__``
-works here. A worker that dies (killed, out of memory), cannot build its environments, or gives no answer
-within ``step_timeout_s`` raises :class:`~firebreak_exp.vector.backend.WorkerDiedError` naming it.
+works here, and a script needs no ``if __name__ == "__main__":`` guard (loky's workers do not import the
+main script). A worker that dies (killed, out of memory), at start or later, cannot build its environments,
+or gives no answer within ``step_timeout_s`` raises :class:`~firebreak_exp.vector.backend.WorkerDiedError`
+naming it, with its exit code.
 """
 from __future__ import annotations
 
 import os
+import re
 import time
 from concurrent.futures import TimeoutError as FuturesTimeoutError
 from typing import Any, Dict, List, Optional, Sequence
@@ -21,10 +24,12 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from joblib.externals.loky import BrokenProcessPool, ProcessPoolExecutor
 
-from firebreak_exp.vector.backend import Backend, apply
+from firebreak_exp.vector.backend import Backend, apply, exit_cause
 
 #: In a worker: the environments of each group it holds, by group token.
 _GROUPS: Dict[str, list] = {}
+#: How loky's BrokenProcessPool message gives the exit codes of its workers: ``{EXIT(3)}``, ``{SIGKILL(-9)}``.
+LOKY_EXIT_CODE = re.compile(r"exit codes of the workers are \{\w+\((-?\d+)\)")
 
 
 def _build_group(token: str, builder, indices: Sequence[int]) -> int:
@@ -60,11 +65,13 @@ class JoblibBackend(Backend):
         return f"{id(self)}-{group}"
 
     def _send(self, command: str, payloads: Sequence[Any]) -> None:
+        futures = []
         try:
-            self._futures = [executor.submit(_run_group, self._token(g), command, [payloads[i] for i in group])
-                             for g, (executor, group) in enumerate(zip(self.executors, self.groups))]
+            for g, (executor, group) in enumerate(zip(self.executors, self.groups)):
+                futures.append(executor.submit(_run_group, self._token(g), command, [payloads[i] for i in group]))
         except BrokenProcessPool as error:
-            self.fail(f"a joblib (loky) worker exited ({error}); its environments' steps are lost", error)
+            self._exited(len(futures), error, starting=False)
+        self._futures = futures
 
     def _receive(self) -> list:
         futures, self._futures = self._futures, []
@@ -90,13 +97,23 @@ class JoblibBackend(Backend):
             group, error = min(errors, key=lambda e: not isinstance(e[1], BrokenProcessPool))
             where = f"joblib (loky) worker of environments {self.groups[group].tolist()}"
             if isinstance(error, BrokenProcessPool):
-                pid = f" (pid {self.pids[group]})" if self.pids else ""
-                self.fail(f"{where}{pid} exited ({error}); its environments' steps are lost", error)
+                self._exited(group, error, starting)
             if starting:
                 self.fail(f"{where} could not build its environments: {type(error).__name__}: "
                           f"{(str(error).strip().splitlines() or [''])[0]}", error)
             raise RuntimeError(f"error in {where}: {type(error).__name__}: {error}") from error
         return results
+
+    def _exited(self, group: int, error: BrokenProcessPool, starting: bool) -> None:
+        """Name the worker of ``group`` that exited, its exit code (from loky's message) and the likely cause."""
+        found = LOKY_EXIT_CODE.search(str(error))
+        code = int(found.group(1)) if found else None
+        pid = f" (pid {self.pids[group]})" if self.pids else ""
+        head = (f"joblib (loky) worker of environments {self.groups[group].tolist()}{pid} exited"
+                + ("" if code is None else f" with code {code}"))
+        if starting:
+            self.fail(f"{head} before it was ready" + (exit_cause(code) or "; its error output above says why"), error)
+        self.fail(f"{head} while stepping (its environments' steps are lost){exit_cause(code)}", error)
 
     def close(self) -> None:
         for executor in self.executors:

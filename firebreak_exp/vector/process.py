@@ -12,8 +12,6 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import pickle
-import signal
-import sys
 import time
 import traceback
 from dataclasses import dataclass
@@ -24,11 +22,10 @@ import numpy as np
 
 from firebreak_exp.fire.sharing import FireExchange
 from firebreak_exp.interrupt import ignore_stop_signals
-from firebreak_exp.vector.backend import WORKER_POLL_SECONDS, Backend, WorkerDiedError, apply
+from firebreak_exp.vector.backend import (WORKER_POLL_SECONDS, Backend, WorkerDiedError, apply, exit_cause,
+                                         leave_if_main_script_reentered)
 
 log = logging.getLogger(__name__)
-#: Exit status of a worker that, re-running its parent's main script, reached a vector env there.
-MAIN_SCRIPT_REENTERED_EXIT = 87
 
 
 def _worker_main(conn, indices: Sequence[int], exchange: Optional[FireExchange] = None) -> None:
@@ -97,10 +94,7 @@ class ProcessBackend(Backend):
     def start(self, vec_env) -> None:
         """Start the workers, then hand each its pickled builder once it says it runs (the payload never goes
         through ``Process.start``, which would block forever on a worker that died before reading it)."""
-        if getattr(mp.current_process(), "_inheriting", False):
-            # a worker re-running its parent's main script (spawn) reached a vector env: end it quietly and
-            # let the parent name the cause (the multiprocessing error would be a traceback per worker)
-            sys.exit(MAIN_SCRIPT_REENTERED_EXIT)
+        leave_if_main_script_reentered()
         context = mp.get_context("spawn")
         builder = pickle.dumps(vec_env.builder())
         if self.share_fires and self.max_workers > 1:
@@ -135,16 +129,8 @@ class ProcessBackend(Backend):
     def _death(self, process, stage: str) -> str:
         """What to say about a worker process that exited: its name, pid, exit code and the likely cause."""
         head = f"worker process {process.name} (pid {process.pid}) exited with code {process.exitcode} {stage}"
-        code = process.exitcode
-        if code == MAIN_SCRIPT_REENTERED_EXIT:
-            script = getattr(sys.modules.get("__main__"), "__file__", None) or "the main script"
-            return (f"{head}: it re-ran {script} (workers start by the spawn method, which imports the main "
-                    f"script again) and reached a vector env there; put the script's top-level code under "
-                    f"'if __name__ == \"__main__\":'")
-        if code is not None and code < 0:
-            name = signal.Signals(-code).name if -code in signal.valid_signals() else f"signal {-code}"
-            return head + f" (killed by {name}" + (", out of memory?)" if -code == signal.SIGKILL else ")")
-        return head + ("" if self._all_ready() else "; its error output above says why")
+        return head + (exit_cause(process.exitcode) or ("" if self._all_ready() else "; its error output above "
+                                                                                     "says why"))
 
     def _all_ready(self) -> bool:
         return all(worker.ready for worker in self.workers)

@@ -2,10 +2,10 @@
 a clear message naming the file, key or value and what was expected, a non-zero exit, no Python traceback,
 and no MLflow run (the inputs are checked before the run is created).
 
-Our own errors are ONE line on stderr: ``firebreak_exp: error: <message>``. Errors in the command line
-itself (unknown key, wrong type, unknown option) are Hydra's, which names the key and ends with
-"Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace" instead of a traceback.
-The cases of a group run concurrently (a few subprocesses at a time) to keep the suite short.
+Every error is ONE line on stderr, ``firebreak_exp: error: <message>``, and exit status 2: those of the
+command line itself that Hydra finds while composing the config (unknown key, wrong type, unknown option)
+too, on every command. The cases of a group run concurrently (a few subprocesses at a time) to keep the
+suite short.
 """
 import shutil
 import subprocess
@@ -83,30 +83,53 @@ RASTER_CASES = {
                            ["raster folder {tmp}/nowhere does not exist"]),
 }
 
-# id -> (overrides, expected in stderr, whose message: "ours" is one line, "hydra" is Hydra's own report)
+# id -> (overrides, the one line's text after "firebreak_exp: error: ")
 CONFIG_CASES = {
-    "unknown_key_added": (["+agent.lrr=0.1"], ["agent.lrr: Key 'lrr' not in 'AgentConfig'"], "ours"),
-    "unknown_key": (["agent.lrr=0.1"], ["Could not override 'agent.lrr'", "Key 'lrr' not in 'AgentConfig'"],
-                    "hydra"),
-    "wrong_type_float": (["agent.lr=fast"], ["Value 'fast'", "could not be converted to Float",
-                                             "full_key: agent.lr"], "hydra"),
-    "wrong_type_int": (["trainer.episodes=ten"], ["Value 'ten'", "full_key: trainer.episodes"], "hydra"),
-    "unknown_group_option": (["parallel=gpu"], ["Could not find 'parallel/gpu'", "process", "dask"], "hydra"),
-    "num_envs_zero": (["parallel.num_envs=0"], ["parallel.num_envs=0: expected a positive integer"], "ours"),
-    "num_envs_negative": (["parallel.num_envs=-2"], ["parallel.num_envs=-2: expected a positive integer"], "ours"),
-    "num_envs_not_a_number": (["parallel.num_envs=many"], ["parallel.num_envs=many: expected a positive integer"],
-                              "ours"),
-    "unknown_backend": (["parallel.backend=gpu"], ["parallel.backend=gpu", "unknown parallel backend 'gpu'",
-                                                   "dask"], "ours"),
+    "unknown_key_added": (["+agent.lrr=0.1"], "agent.lrr: Key 'lrr' not in 'AgentConfig'"),
+    "unknown_key": (["agent.lrr=0.1"], "agent.lrr=0.1: unknown key agent.lrr; did you mean agent.lr?"),
+    "unknown_key_far_from_any": (["trainer.zzz=1"], "trainer.zzz=1: unknown key trainer.zzz; trainer has the keys "
+                                                    "episodes, steps_per_collection, "),
+    "wrong_type_float": (["agent.lr=fast"], "agent.lr=fast: expected a number"),
+    "wrong_type_int": (["trainer.episodes=ten"], "trainer.episodes=ten: expected an integer"),
+    "nan_for_an_integer": (["seed=nan"], "seed=nan: expected an integer"),
+    "fraction_for_an_integer": (["landscape.grid_size=1.5"], "landscape.grid_size=1.5: expected an integer"),
+    "null_for_a_required_value": (["trainer.episodes=null"], "trainer.episodes=null: expected an integer, not null"),
+    "wrong_type_bool": (["trainer.deterministic=maybe"], "trainer.deterministic=maybe: expected true or false"),
+    "unparsable_override": (["seed=["], "seed=[: cannot parse this override (no viable alternative at input '['); "
+                                        "see https://hydra.cc/docs/"),
+    "unknown_group_option": (["parallel=gpu"], "parallel=gpu: config group parallel has no option 'gpu'; expected "
+                                               "one of dask, joblib, process, sequential, thread"),
+    "num_envs_zero": (["parallel.num_envs=0"], "parallel.num_envs=0: expected a positive integer"),
+    "num_envs_negative": (["parallel.num_envs=-2"], "parallel.num_envs=-2: expected a positive integer"),
+    "num_envs_not_a_number": (["parallel.num_envs=many"], "parallel.num_envs=many: expected a positive integer"),
+    "unknown_backend": (["parallel.backend=gpu"], "parallel.backend=gpu: unknown parallel backend 'gpu'; expected "
+                                                  "one of sequential, thread, process, joblib, dask"),
     "address_without_dask": (["parallel.address=tcp://127.0.0.1:8786"],
-                             ["parallel.address=tcp://127.0.0.1:8786", "only the dask backend"], "ours"),
+                             "parallel.address=tcp://127.0.0.1:8786: only the dask backend uses an address"),
     "heldout_fraction_out_of_range": (["landscape.heldout_fraction=1.5"],
-                                      ["landscape.heldout_fraction=1.5: expected a value in [0, 1)"], "ours"),
+                                      "landscape.heldout_fraction=1.5: expected a value in [0, 1)"),
+    "synthetic_raster_too_large": (["landscape.synthetic_rows=1000000000000000000"],
+                                   "landscape.synthetic_rows=1000000000000000000: expected an integer in [2, 5,000]"),
+    "tile_larger_than_the_synthetic_raster": (["landscape.grid_size=61"],
+                                              "landscape.grid_size=61: expected at most 60 cells, the shorter side of "
+                                              "the generated raster"),
 }
+#: The other commands, the same kinds of command-line mistakes: (module, override, the line's text)
+COMMAND_CASES = [
+    ("firebreak_exp.evaluate", "seed=nan", "seed=nan: expected an integer"),
+    ("firebreak_exp.plan", "trainer.total_episodes=abc", "trainer.total_episodes=abc: unknown key "
+                                                         "trainer.total_episodes; did you mean "),
+    ("firebreak_exp.benchmark", "agent.lr=fast", "agent.lr=fast: expected a number"),
+    ("firebreak_exp.evaluate", "parallel.num_envs=-3", "parallel.num_envs=-3: expected a positive integer"),
+    ("firebreak_exp.plan", "landscape.synthetic_cols=1000000", "landscape.synthetic_cols=1000000: expected an "
+                                                               "integer in [2, 5,000]"),
+    ("firebreak_exp.benchmark", "planners=none", "planners=none: config group planners has no option 'none'; "
+                                                 "expected one of default"),
+]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "firebreak_exp", "experiment=smoke", *args], cwd=ROOT,
+def run_cli(*args: str, module: str = "firebreak_exp") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, "experiment=smoke", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
 
 
@@ -153,15 +176,12 @@ def outcomes(tmp_path_factory) -> Outcomes:
     return Outcomes(tmp_path_factory.mktemp("bad_input"))
 
 
-def _check(result: subprocess.CompletedProcess, work: Path, expected, whose: str) -> str:
+def _check(result: subprocess.CompletedProcess, work: Path, expected) -> str:
     report = f"exit {result.returncode}\n--- stderr\n{result.stderr[-3000:]}\n--- stdout\n{result.stdout[-2000:]}"
-    assert result.returncode == (2 if whose == "ours" else 1), report  # Hydra's own errors exit 1
+    assert result.returncode == 2, report
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, report
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    if whose == "ours":
-        assert len(lines) == 1 and lines[0].startswith("firebreak_exp: error: "), report
-    else:
-        assert lines[-1] == "Set the environment variable HYDRA_FULL_ERROR=1 for a complete stack trace.", report
+    assert len(lines) == 1 and lines[0].startswith("firebreak_exp: error: "), report
     for text in expected:
         assert text in result.stderr, (text, report)
     # checked before any MLflow run exists: the store was never even created
@@ -174,15 +194,30 @@ def _check(result: subprocess.CompletedProcess, work: Path, expected, whose: str
 def test_bad_raster_input_gives_one_line(outcomes, case):
     result, work, context = outcomes.get(case, "raster")
     expected = [text.format(**context) for text in RASTER_CASES[case][3]]
-    _check(result, work, expected, "ours")
+    _check(result, work, expected)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(CONFIG_CASES))
 def test_bad_config_input_names_the_key(outcomes, case):
     result, work, _ = outcomes.get(case, "config")
-    overrides, expected, whose = CONFIG_CASES[case]
-    _check(result, work, expected, whose)
+    line = _check(result, work, [])
+    assert line.startswith(f"firebreak_exp: error: {CONFIG_CASES[case][1]}"), line
+
+
+@pytest.mark.slow
+def test_command_line_mistakes_give_one_line_on_every_command(tmp_path):
+    def run(case):
+        module, override, _ = case
+        work = tmp_path / str(COMMAND_CASES.index(case))
+        work.mkdir()
+        return run_cli(override, f"tracking.uri=sqlite:///{work / 'mlflow.db'}", f"hydra.run.dir={work / 'run'}",
+                       module=module), work
+    with ThreadPoolExecutor(CONCURRENT_CASES) as pool:
+        results = list(pool.map(run, COMMAND_CASES))
+    for (module, override, expected), (result, work) in zip(COMMAND_CASES, results):
+        line = _check(result, work, [])
+        assert line.startswith(f"firebreak_exp: error: {expected}"), (module, line)
 
 
 @pytest.mark.slow
@@ -197,9 +232,9 @@ def test_bad_input_in_a_sweep_is_reported_without_traceback(tmp_path, launcher):
     report = f"exit {result.returncode}\n--- stderr\n{result.stderr[-3000:]}"
     assert result.returncode == 1, report
     assert "Traceback" not in result.stderr and "Traceback" not in result.stdout, report
-    assert "firebreak_exp: error: grid_size 500 is larger than the raster 60×60 of " in result.stderr, report
+    assert "firebreak_exp: error: landscape.grid_size=500: expected at most 60 cells" in result.stderr, report
     job_logs = "".join(log.read_text() for log in (tmp_path / "multi").glob("*/*.log"))
-    assert "error: grid_size 600 is larger" in job_logs, report  # the other job ran too and logged its line
+    assert "error: landscape.grid_size=600: expected at most 60" in job_logs, report  # the other job ran too
     client = MlflowClient(tracking_uri=uri)
     (parent,) = client.search_runs([client.get_experiment_by_name("firebreak_exp").experiment_id])
     assert parent.info.run_name == "sweep" and parent.info.status == "FAILED"

@@ -46,7 +46,7 @@ def only_line(stderr: str) -> str:
 def the_run(uri: str, run_dir: Path):
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("firebreak_exp").experiment_id])
-    (run,) = [r for r in runs if r.data.tags["run_dir"] == str(run_dir)]
+    (run,) = [r for r in runs if r.data.tags.get("run_dir") == str(run_dir)]
     return client, run
 
 
@@ -132,6 +132,34 @@ def test_ctrl_c_stops_with_a_checkpoint_and_a_second_one_at_once(tmp_path, press
         assert record.info.status == "KILLED" and record.data.tags["interrupted_by"] == "SIGINT"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_signal_stops_a_sweep_and_leaves_its_parent_run_killed(tmp_path, signum):
+    """A basic-launcher sweep (jobs in the sweep's own process): the job in progress checkpoints and its run
+    is KILLED, no later job starts, and the parent run is KILLED with the signal's name, not FAILED."""
+    uri, sweep_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "sweep"
+    sweep = start("-m", "experiment=smoke", "seed=0,1", "trainer.episodes=100000", "trainer.checkpoint_frequency=4",
+                  "hydra/launcher=basic", f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}",
+                  f"landscape.cache_dir={tmp_path / 'landscapes'}")
+    wait_for(sweep_dir / "0" / "checkpoints" / "episode_000004.pt", sweep)
+    os.killpg(sweep.pid, signum)
+    out, err = sweep.communicate(timeout=120)
+    name = signal.Signals(signum).name
+    assert sweep.returncode == 128 + signum, (out[-2000:], err)
+    last = sweep_dir / "0" / "checkpoints" / "last.pt"
+    assert re.fullmatch(rf"firebreak_exp: interrupted at episode \d+ \({name}\); checkpoint {last}; resume with: "
+                        rf"python -m firebreak_exp resume={sweep_dir / '0'}", only_line(err))
+    assert load_checkpoint(last)["counters"]["episodes"] >= 4
+    client = MlflowClient(tracking_uri=uri)
+    runs = client.search_runs([client.get_experiment_by_name("firebreak_exp").experiment_id])
+    (parent,) = [r for r in runs if r.data.tags["run_kind"] == "sweep"]
+    (job,) = [r for r in runs if r.data.tags["run_kind"] == "train"]       # the second job never started
+    assert (parent.info.status, parent.data.tags.get("interrupted_by")) == ("KILLED", name)
+    assert (job.info.status, job.data.tags["interrupted_by"], job.data.tags["mlflow.parentRunId"]) == \
+        ("KILLED", name, parent.info.run_id)
+    assert not (sweep_dir / "1").exists()
+
+
 def test_resume_auto_leaves_a_finished_run_alone_and_refuses_another_config(tmp_path):
     uri, run_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "run"
     common = ["experiment=smoke", "trainer.episodes=2", "trainer.eval_episodes=1", "resume=auto", f"tracking.uri={uri}",
@@ -155,11 +183,15 @@ def test_resume_auto_leaves_a_finished_run_alone_and_refuses_another_config(tmp_
 def test_submitit_pre_timeout_signal_checkpoints_requeues_and_continues_the_same_run(tmp_path):
     """submitit's local executor requeues a job that exits through submitit's handler, as SLURM does: the
     pre-timeout signal (sent here as the cluster would) checkpoints, the job is requeued, and the new
-    process continues the same MLflow run from that checkpoint (resume=auto is a submitit job's default)."""
+    process continues the same MLflow run from that checkpoint (resume=auto is a submitit job's default),
+    ending with the metrics of an uninterrupted run (trainer.deterministic=true)."""
     uri, sweep_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "sweep"
-    sweep = start("-m", "experiment=smoke", "trainer.episodes=40", "trainer.checkpoint_frequency=8",
-                  "trainer.eval_episodes=1", "seed=0", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20",
-                  f"tracking.uri={uri}", f"hydra.sweep.dir={sweep_dir}", f"landscape.cache_dir={tmp_path / 'ls'}")
+    common = ["experiment=smoke", "trainer.episodes=40", "trainer.checkpoint_frequency=8", "trainer.eval_episodes=1",
+              "trainer.deterministic=true", "seed=0", f"tracking.uri={uri}", f"landscape.cache_dir={tmp_path / 'ls'}"]
+    whole = start(*common, f"hydra.run.dir={tmp_path / 'whole'}")
+    assert whole.wait(timeout=600) == 0, whole.communicate()
+    sweep = start("-m", *common, "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=20",
+                  f"hydra.sweep.dir={sweep_dir}")
     wait_for(sweep_dir / "0" / "checkpoints" / "episode_000008.pt", sweep)
     (job,) = [p for p in psutil.Process(sweep.pid).children(recursive=True)
               if "submitit.core._submit" in " ".join(p.cmdline())]
@@ -175,8 +207,11 @@ def test_submitit_pre_timeout_signal_checkpoints_requeues_and_continues_the_same
     assert "Requeued job" in job_logs and f"resumed from {last}" in job_logs
     client = MlflowClient(tracking_uri=uri)
     runs = client.search_runs([client.get_experiment_by_name("firebreak_exp").experiment_id])
-    (train,) = [r for r in runs if r.data.tags["run_kind"] == "train"]
+    (train,) = [r for r in runs if r.data.tags["run_kind"] == "train" and "sweep_id" in r.data.tags]
     (parent,) = [r for r in runs if r.data.tags["run_kind"] == "sweep"]
+    _, reference = the_run(uri, tmp_path / "whole")
     assert train.info.status == "FINISHED" and train.data.tags["interrupted_by"] == "SIGUSR2"
     assert train.data.tags["mlflow.parentRunId"] == parent.info.run_id and parent.info.status == "FINISHED"
-    assert metric_histories(client, train.info.run_id)["episodes"][-1][1] == 40   # and no step logged twice
+    requeued = metric_histories(client, train.info.run_id)               # no step logged twice
+    assert requeued["episodes"][-1][1] == 40
+    assert requeued == metric_histories(client, reference.info.run_id)

@@ -61,8 +61,9 @@ def test_killed_joblib_worker_is_detected(make_cfg):
         vec_env.step(actions)
         victim = vec_env.runner.pids[1]
         psutil.Process(victim).send_signal(signal.SIGKILL)
-        with pytest.raises(WorkerDiedError, match=rf"joblib \(loky\) worker of environments \[1\] "
-                                                  rf"\(pid {victim}\) exited"):
+        with pytest.raises(WorkerDiedError, match=rf"^joblib \(loky\) worker of environments \[1\] \(pid {victim}\) "
+                                                  r"exited with code -9 while stepping \(its environments' steps are "
+                                                  r"lost\) \(killed by SIGKILL, out of memory\?\)$"):
             vec_env.step(actions)
         with pytest.raises(WorkerDiedError, match="unusable"):   # never a stale or repeated step
             vec_env.step(actions)

@@ -1,4 +1,5 @@
-"""Process-backend workers that die before they are ready, fail to build their environments, or hang."""
+"""Workers that die before they are ready, fail to build their environments, or hang (process backend, and
+the joblib and dask backends where they differ)."""
 import re
 import subprocess
 import sys
@@ -9,7 +10,7 @@ from conftest import ROOT, spawned_children
 
 from firebreak_exp.factory import build_landscapes, env_factory
 from firebreak_exp.vector.backend import WorkerDiedError
-from firebreak_exp.vector.process import MAIN_SCRIPT_REENTERED_EXIT
+from firebreak_exp.vector.backend import MAIN_SCRIPT_REENTERED_EXIT
 
 WITHOUT_MAIN_GUARD = """
 import sys
@@ -23,7 +24,7 @@ scenario = Scenario(wind_speed=30.0, wind_direction=270.0, fuel_moisture_dead_1h
                     foliar_moisture=0.80, burn_duration=840.0)
 tiles = load_landscapes("synthetic", 25, None, 0.2, raster_dir=None, layer_patterns=None, synthetic_rows=200,
                         synthetic_cols=200, seed=0, cache_dir=sys.argv[1]).train
-vec_env = VectorizedFireEnv(tiles, num_envs=2, method="process", max_workers=2,
+vec_env = VectorizedFireEnv(tiles, num_envs=2, method=sys.argv[2], max_workers=2,
                             env_kwargs={"simulator_factory": TravelTimeSimulator, "scenario": scenario,
                                         "budget_percent": 5.0, "percentage_increment": 1.0, "num_ignitions": 8,
                                         "reward_ignitions": None})
@@ -69,17 +70,84 @@ class ImportsOnlyHere(VectorizedFireEnv):
 """
 
 
-def test_a_script_without_main_guard_fails_with_the_cause_instead_of_hanging(tmp_path):
+DIES_IN_WORKER = """
+import os
+import signal
+import sys
+
+from firebreak_exp.fire import Scenario, TravelTimeSimulator
+from firebreak_exp.landscape import load_landscapes
+from firebreak_exp.vector.env import VectorizedFireEnv
+
+
+class DiesInWorker(VectorizedFireEnv):
+    def create_environment(self, index):
+        if os.getpid() != int(os.environ["USER_SCRIPT_PID"]):
+            if sys.argv[2] == "killed":
+                os.kill(os.getpid(), signal.SIGKILL)
+            os._exit(3)
+        return super().create_environment(index)
+
+
+if __name__ == "__main__":
+    os.environ["USER_SCRIPT_PID"] = str(os.getpid())
+    scenario = Scenario(wind_speed=30.0, wind_direction=270.0, fuel_moisture_dead_1hr=0.03,
+                        fuel_moisture_dead_10hr=0.04, fuel_moisture_dead_100hr=0.05,
+                        fuel_moisture_live_herbaceous=0.30, fuel_moisture_live_woody=0.60, foliar_moisture=0.80,
+                        burn_duration=840.0)
+    tiles = load_landscapes("synthetic", 25, None, 0.2, raster_dir=None, layer_patterns=None, synthetic_rows=100,
+                            synthetic_cols=100, seed=0, cache_dir=sys.argv[1]).train
+    vec_env = DiesInWorker(tiles, num_envs=2, method="joblib", max_workers=2,
+                           env_kwargs={"simulator_factory": TravelTimeSimulator, "scenario": scenario,
+                                       "budget_percent": 5.0, "percentage_increment": 1.0, "num_ignitions": 8,
+                                       "reward_ignitions": None})
+    print("stepping", vec_env.num_envs)
+    vec_env.close()
+"""
+
+
+def run_user_script(tmp_path, text: str, *args: str) -> tuple:
     script = tmp_path / "train_custom.py"
-    script.write_text(WITHOUT_MAIN_GUARD)
-    result = subprocess.run([sys.executable, str(script), str(tmp_path / "landscapes")], cwd=tmp_path,
+    script.write_text(text)
+    result = subprocess.run([sys.executable, str(script), str(tmp_path / "landscapes"), *args], cwd=tmp_path,
                             capture_output=True, text=True, timeout=300)   # a hang fails here
+    return script, result
+
+
+WORKER_THAT_REENTERED = {"process": r"worker process fire-env-worker-[01] \(pid \d+\)",
+                         "dask": "Dask worker process [01] of the LocalCluster"}
+
+
+@pytest.mark.parametrize("backend", ["process", pytest.param("dask", marks=pytest.mark.slow)])
+def test_a_script_without_main_guard_fails_with_the_cause_instead_of_hanging(tmp_path, backend):
+    script, result = run_user_script(tmp_path, WITHOUT_MAIN_GUARD, backend)
     assert result.returncode != 0 and "stepping" not in result.stdout, result.stderr
     last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("firebreak_exp.vector.backend.WorkerDiedError: worker process fire-env-worker-"), last
-    assert f"exited with code {MAIN_SCRIPT_REENTERED_EXIT} before it was ready: it re-ran {script}" in last, last
-    assert "'if __name__ == \"__main__\":'" in last, last
+    assert re.fullmatch(rf"firebreak_exp\.vector\.backend\.WorkerDiedError: {WORKER_THAT_REENTERED[backend]} exited "
+                        rf"with code {MAIN_SCRIPT_REENTERED_EXIT} before it was ready: it re-ran {re.escape(str(script))} "
+                        r"\(workers start by the spawn method, which imports the main script again\) and reached a "
+                        r"vector env there; put the script's top-level code under 'if __name__ == \"__main__\":'"
+                        r"( \(\w+\))?", last), last      # the process backend may add how it noticed (EOFError)
     assert "bootstrapping phase" not in result.stderr      # the workers end quietly
+
+
+@pytest.mark.slow
+def test_a_script_without_main_guard_runs_on_joblib(tmp_path):
+    """loky's workers do not import the main script again: there the guard is not needed."""
+    _, result = run_user_script(tmp_path, WITHOUT_MAIN_GUARD, "joblib")
+    assert (result.returncode, result.stdout) == (0, "stepping 2\n"), result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how, cause", [("exits", "with code 3 before it was ready; its error output above says why"),
+                                        ("killed", "with code -9 before it was ready (killed by SIGKILL, out of "
+                                                   "memory?)")])
+def test_a_joblib_worker_that_dies_before_it_is_ready_is_named_with_its_exit_code(tmp_path, how, cause):
+    _, result = run_user_script(tmp_path, DIES_IN_WORKER, how)
+    assert result.returncode == 1 and "stepping" not in result.stdout, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"firebreak_exp\.vector\.backend\.WorkerDiedError: joblib \(loky\) worker of environments "
+                        rf"\[[01]\] exited {re.escape(cause)}", last), last
 
 
 @pytest.fixture
