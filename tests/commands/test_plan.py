@@ -190,6 +190,7 @@ def test_planning_in_windows_of_the_training_tile_size(rasters, tmp_path):
         record = _check_outputs(tmp_path / "run" / method, rasters)
         assert record["planning"]["plan_window"] == 12 and record["planning"]["windows"] == 3 * 4
         assert record["planning"]["ignitions_per_window"] == 3          # the smoke training's env.num_ignitions
+        assert record["planning"]["window_budget"] == "risk" and record["planning"]["risk_ignitions"] == 1024
 
 
 @pytest.mark.slow
@@ -227,6 +228,8 @@ BAD_INPUT = {
     "policy_without_checkpoint": (["method=policy"], ["method=policy needs checkpoint"]),
     "unknown_method": (["method=[flow,magic]"], ["magic", "policy"]),
     "window_outside": (["window=[30,0,20,20]"], ["window=[30, 0, 20, 20]", "inside the 36 x 44 raster"]),
+    "window_budget_unknown": (["window_budget=area"], ["window_budget=area", "risk", "burnable"]),
+    "risk_ignitions_zero": (["risk_ignitions=0"], ["risk_ignitions=0", "positive integer"]),
 }
 
 
