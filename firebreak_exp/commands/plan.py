@@ -250,13 +250,16 @@ def plan_job(cfg: DictConfig) -> dict:
     planning_sim, scoring_sim, scoring_name = _simulators(cfg, train_cfg, landscape, scenario)
     setup_seconds = time.perf_counter() - setup_start
     batch_percent = cfg.batch_percent if cfg.batch_percent is not None else float(train_cfg.env.percentage_increment)
-    batch_cells = lp.batch_size(landscape.num_burnable, batch_percent)
+    # windows place batch_percent % of each window's own burnable cells per batch (at least one)
+    batch_cells = lp.batch_size(landscape.num_burnable, batch_percent) if cfg.plan_window is None else None
     planning = draw_ignitions(landscape.tile, cfg.num_ignitions, evaluation_rng(seed, PLANNING_STREAM, 0))
     scoring = draw_ignitions(landscape.tile, cfg.scoring_ignitions, evaluation_rng(seed, SCORING_STREAM, 0))
     chunk = 1 if scoring_name == "pyretechnics" else 16
     progress = scoring_name == "pyretechnics"
-    log.info("%s: %d x %d cells, %d burnable; %d breaks, %d per batch; simulators built in %.1f s",
-             landscape.source, *landscape.tile.shape, landscape.num_burnable, num_breaks, batch_cells, setup_seconds)
+    log.info("%s: %d x %d cells, %d burnable; %d breaks, %s per batch; simulators built in %.1f s",
+             landscape.source, *landscape.tile.shape, landscape.num_burnable, num_breaks,
+             batch_cells if batch_cells is not None else f"{batch_percent} % of a window's burnable cells",
+             setup_seconds)
 
     start = time.perf_counter()
     burned_untreated, before = lp.score_plan_fires(scoring_sim, scoring, None, chunk, progress, "untreated")
