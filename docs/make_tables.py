@@ -77,40 +77,36 @@ def _r(v: dict) -> str:
 
 
 def plan_comparison() -> str:
-    """R and planning seconds of every method on the whole Worcester sample, whole grid and in windows."""
+    """R and planning seconds of every method on the whole Worcester sample: the defaults (windows sharing the
+    budget by fire risk), windows sharing it by burnable cells, and the whole grid at once."""
     r = _load("plan.json")
-    whole, windows, batch = r["whole_grid"], r["windows_25"], r["windows_25_batch_1"]
-    rows = ["| method | whole grid: R | plan s | `plan_window=25`: R | plan s |", "|---|---|---:|---|---:|"]
-    for m, v in whole["methods"].items():
-        w = windows["methods"][m]
-        rows.append(f"| {m} | {_r(v)} | {v['plan_seconds']:.1f} | {_r(w)} | {w['plan_seconds']:.1f} |")
-    b = batch["methods"]["policy"]
-    rows.append(f"| policy, `plan_window=25 batch_percent=1` | | | {_r(b)} | {b['plan_seconds']:.1f} |")
+    runs = [r["default"], r["windows_25_burnable"], r["whole_grid"]]
+    rows = ["| method | defaults: R | plan s | `window_budget=burnable`: R | plan s | `plan_window=null`: R | plan s |",
+            "|---|---|---:|---|---:|---|---:|"]
+    for m, v in runs[0]["methods"].items():
+        cells = [f"{_r(run['methods'][m])} | {run['methods'][m]['plan_seconds']:.1f}" if m in run["methods"]
+                 else "the same (no windows) |" for run in runs]
+        rows.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
 def plan_targets() -> str:
-    """The plan command's targets against docs/results/plan.json."""
+    """The plan command's targets against docs/results/plan.json (the defaults)."""
     r = _load("plan.json")
-    whole, windows, batch = (r[k]["methods"] for k in ("whole_grid", "windows_25", "windows_25_batch_1"))
-    scoring = max(v["scoring_seconds"] for v in [*whole.values(), *windows.values()])
-    rss = (r["whole_grid"]["peak_rss_mb"], r["windows_25"]["peak_rss_mb"])
-    policy, flow, random = (whole[m]["R"] for m in ("policy", "flow", "random"))
-    w_policy, w_flow, w_random = (windows[m]["R"] for m in ("policy", "flow", "random"))
-    fast = [s for s in (whole["policy"]["plan_seconds"], batch["policy"]["plan_seconds"]) if s <= 60]
+    default = r["default"]["methods"]
+    scoring = max(v["scoring_seconds"] for v in default.values())
+    rss = max(s["peak_rss_mb"] for s in (r["default"], r["windows_25_burnable"], r["whole_grid"]))
+    policy, flow, random = (default[m]["R"] for m in ("policy", "flow", "random"))
+    seconds = default["policy"]["plan_seconds"]
     rows = [
         ("policy planning time, whole sample, 5 %, 2 cores", "≤ 60 s",
-         f"{whole['policy']['plan_seconds']:.1f} s whole grid; {windows['policy']['plan_seconds']:.1f} s "
-         f"`plan_window=25`; {batch['policy']['plan_seconds']:.1f} s with `batch_percent=1`",
-         "whole grid and `batch_percent=1` yes, `plan_window=25` at 0.1 % no" if len(fast) == 2 else "see times"),
+         f"{seconds:.1f} s (load average {r['default']['load_average_1min']:.1f})", "yes" if seconds <= 60 else "no"),
         ("scoring with 64 fires, fast simulator", "≤ 60 s", f"≤ {scoring:.1f} s", "yes" if scoring <= 60 else "no"),
-        ("peak RSS, whole run", "≤ 4 GB", f"{rss[0]:,} MiB whole grid (4 methods), {rss[1]:,} MiB windows",
-         "yes" if max(rss) <= 4096 else "no"),
-        ("policy R ≥ 2 × random's R", f"≥ {2 * random:.3f}",
-         f"{policy:.3f} whole grid; {w_policy:.3f} windows ({w_policy / w_random:.2f} ×)",
-         "yes" if max(policy, w_policy) >= 2 * random else "no"),
-        ("policy R ≥ fire flow's R", "", f"{policy:.3f} vs {flow:.3f} whole grid; {w_policy:.3f} vs {w_flow:.3f} windows",
-         "yes" if policy >= flow or w_policy >= w_flow else "no"),
+        ("peak RSS, whole run", "≤ 4 GB", f"{r['default']['peak_rss_mb']:,} MiB defaults (4 methods); at most "
+         f"{rss:,} MiB (`plan_window=null`)", "yes" if rss <= 4096 else "no"),
+        ("policy R ≥ 2 × random's R", f"≥ {2 * random:.3f}", f"{policy:.3f} ({policy / random:.2f} ×)",
+         "yes" if policy >= 2 * random else "no"),
+        ("policy R ≥ fire flow's R", f"≥ {flow:.3f}", f"{policy:.3f}", "yes" if policy >= flow else "no"),
     ]
     return "\n".join(["| target | threshold | measured | met |", "|---|---|---|---|"]
                      + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows])
@@ -126,15 +122,14 @@ def plan_tile_size() -> str:
 
 
 def plan_scaling() -> str:
-    """Planning seconds and peak memory against the size of the planned grid."""
-    r = _load("plan.json")
-    rows = ["| cells (burnable) | whole grid: policy s | flow s | peak MiB | `plan_window=25`: policy s | flow s "
-            "| peak MiB |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for a, b in zip(r["scaling_whole_grid"], r["scaling_windows_25"]):
-        ma, mb = a["methods"], b["methods"]
-        rows.append(f"| {a['note']} ({a['burnable_cells']:,}) | {ma['policy']['plan_seconds']:.1f} | "
-                    f"{ma['flow']['plan_seconds']:.1f} | {a['peak_rss_mb']:,} | {mb['policy']['plan_seconds']:.1f} | "
-                    f"{mb['flow']['plan_seconds']:.1f} | {b['peak_rss_mb']:,} |")
+    """Planning seconds and peak memory against the size of the planned grid (the defaults)."""
+    rows = ["| cells (burnable) | windows | policy s | flow s | scoring s | peak MiB | load average |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
+    for a in _load("plan.json")["scaling"]:
+        m = a["methods"]
+        rows.append(f"| {a['note']} ({a['burnable_cells']:,}) | {a['windows']} | {m['policy']['plan_seconds']:.1f} | "
+                    f"{m['flow']['plan_seconds']:.1f} | {m['policy']['scoring_seconds']:.1f} | {a['peak_rss_mb']:,} | "
+                    f"{a['load_average_1min']:.1f} |")
     return "\n".join(rows)
 
 
@@ -228,11 +223,12 @@ def readme_figures() -> str:
                              for m in ("policy", "policy_search", "flow", "greedy") if m in learning)
         rows.append((f"held-out R at 5 %, {landscape}, mean (worst) of seeds 0–2", held_out,
                      "[docs/learning.md](docs/learning.md)"))
-    plan = _load("plan.json")["windows_25"]
-    whole = ", ".join(f"{_method(m)} {plan['methods'][m]['R']:.3f}" for m in ("policy", "flow", "random"))
-    rows.append(("R at 5 %, whole Worcester sample (`plan_window=25`)",
+    plan = _load("plan.json")["default"]
+    whole = ", ".join(f"{_method(m)} {plan['methods'][m]['R']:.3f}" for m in ("policy", "flow", "random", "domirank"))
+    rows.append(("R at 5 %, whole Worcester sample, `python -m firebreak_exp.plan`",
                  f"{whole}; policy plans in {plan['methods']['policy']['plan_seconds']:.0f} s, "
-                 f"peak {plan['peak_rss_mb'] / 1024:.1f} GiB", "[docs/plan.md](docs/plan.md)"))
+                 f"peak {plan['peak_rss_mb'] / 1024:.1f} GiB",
+                 "`python docs/results/collect_plan.py --run`, [docs/plan.md](docs/plan.md)"))
     return "\n".join(["| figure | value | from |", "|---|---|---|"]
                      + [f"| {a} | {b} | {c} |" for a, b, c in rows])
 

@@ -6,7 +6,7 @@ start-up with its name. The schemas hold types only: every value lives in the
 YAML under ``conf/`` (the one place defaults are set), and the constructors named
 by ``_target_`` take those values without defaults of their own.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -159,13 +159,22 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="config_schema", node=Config)
 
 
-def validate(cfg: Any) -> Any:
-    """Merge ``cfg`` onto the typed schema: unknown keys and wrong types raise with their name."""
+def register_command_schema(name: str, schema: type) -> tuple:
+    """Register a command's schema (a subclass of :class:`Config`) as ``name`` beside the root schema;
+    returns the command's own top-level keys (those the training schema lacks)."""
+    register_configs()
+    ConfigStore.instance().store(name=name, node=schema)
+    training = {f.name for f in fields(Config)}
+    return tuple(f.name for f in fields(schema) if f.name not in training)
+
+
+def validate(cfg: Any, schema: type = Config) -> Any:
+    """Merge ``cfg`` (without ``hydra``) onto the typed ``schema`` (a command's: :class:`Config` or a subclass)
+    and range-check the training keys: unknown keys and wrong types raise with their name."""
     from omegaconf import OmegaConf
-    schema = OmegaConf.structured(Config)
     plain = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
     plain = {k: v for k, v in plain.items() if k != "hydra"}
-    merged = OmegaConf.merge(schema, plain)
+    merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
     check_values(merged)
     return merged
 

@@ -66,12 +66,12 @@ def make_replay(cfg, obs_shape: tuple, **overrides):
 def vector_env(landscapes, env_factory: functools.partial, *, backend: str, num_envs: int,
                max_workers: Optional[int], address: Optional[str], share_fires: bool,
                step_timeout_s: Optional[float]) -> VectorizedFireEnv:
-    """The ``parallel`` group's target: ``num_envs`` environments of ``env_factory`` (its bound keywords) over
-    ``landscapes`` on ``backend``; ``step_timeout_s`` (seconds) bounds a worker's start and steps (see
-    VectorizedFireEnv for the other settings)."""
+    """The ``parallel`` group's target: ``num_envs`` environments of ``env_factory`` (the ``env`` group's class,
+    ``_target_``, with its bound keywords) over ``landscapes`` on ``backend``; ``step_timeout_s`` (seconds)
+    bounds a worker's start and steps (see VectorizedFireEnv for the other settings)."""
     return VectorizedFireEnv(landscapes, num_envs, method=backend, max_workers=max_workers,
                              env_kwargs=env_factory.keywords, address=address, share_fires=share_fires,
-                             step_timeout_s=step_timeout_s)
+                             step_timeout_s=step_timeout_s, env_class=env_factory.func)
 
 
 def simulator_name(cfg) -> str:

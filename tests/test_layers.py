@@ -7,7 +7,7 @@ import firebreak_exp
 
 PACKAGE = Path(firebreak_exp.__file__).resolve().parent
 #: Module (or package prefix) -> layer; a module imports only modules of its own layer or below.
-LAYERS = {"config": 0, "landscape": 0, "interrupt": 0, "fire": 1, "observation": 2, "environment": 3, "vector": 4,
+LAYERS = {"config": 0, "landscape": 0, "interrupt": 0, "atomic": 0, "fire": 1, "observation": 2, "environment": 3, "vector": 4,
           "factory": 5, "plots": 5, "planning": 6, "rl": 7, "commands": 8, "__main__": 9, "evaluate": 9,
           "benchmark": 9, "plan": 9, "api": 9, "convert_seed_config": 9}
 

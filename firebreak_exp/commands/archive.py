@@ -6,15 +6,24 @@ re-runs it exactly from any folder: ``parallel.num_envs=auto`` replaced by the n
 resolved to (and ``max_workers`` when the recommendation set it), ``${hydra:...}`` values resolved, and the
 relative paths (``tracking.uri``, ``landscape.raster_dir``, ``landscape.cache_dir``,
 ``tracking.artifact_location``) made absolute against the folder the command was started in.
+
+An archive that this version cannot build (a key it no longer has, a value it lacks, a ``_target_`` that
+moved) is refused by :func:`load_archive` with one line naming the file, the key and what is expected.
 """
 import os
-import tempfile
+import pkgutil
 from pathlib import Path
+from typing import Iterator
 
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from firebreak_exp.config import resolve_hydra_values
+from firebreak_exp.atomic import write_text_atomically
+from firebreak_exp.commands.conf import CONF_DIR
+from firebreak_exp.commands.errors import one_line
+from firebreak_exp.config import resolve_hydra_values, validate
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -55,14 +64,53 @@ def resolved_for_archive(cfg: DictConfig) -> DictConfig:
 
 def write_archive(cfg: DictConfig, run_dir: Path) -> Path:
     """Write ``cfg`` as ``<run_dir>/.hydra/config.yaml`` (atomically, replacing Hydra's copy)."""
-    path = Path(run_dir) / ".hydra" / "config.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".config.", suffix=".yaml")
+    return write_text_atomically(Path(run_dir) / ".hydra" / "config.yaml", OmegaConf.to_yaml(cfg))
+
+
+def load_archive(path: os.PathLike) -> DictConfig:
+    """The training config archived at ``path`` (a run's ``.hydra/config.yaml``), validated and checked by
+    :func:`check_buildable`; ValueError names the file, the key and what this version expects there."""
     try:
-        with os.fdopen(handle, "w") as file:
-            file.write(OmegaConf.to_yaml(cfg))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+        cfg = validate(OmegaConf.load(path))
+        check_buildable(cfg)
+    except (OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
+        raise ValueError(f"archived config {path}: {one_line(error)}") from None
+    return cfg
+
+
+def check_buildable(cfg: DictConfig) -> None:
+    """ValueError for the first key of ``cfg`` without a value, or the first ``_target_`` that does not
+    import, naming it and the values the options of ``conf/`` give it."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        raise ValueError(f"{missing[0]} has no value; expected {conf_values(missing[0])}")
+    for key, target in _targets(cfg):
+        try:
+            pkgutil.resolve_name(target)
+        except Exception as error:   # ImportError, AttributeError, ValueError: a module or name that moved
+            raise ValueError(f"{key}={target} does not import ({error}); expected {conf_values(key)}") from None
+
+
+def _targets(node: DictConfig, prefix: str = "") -> Iterator[tuple]:
+    """``(dotted key, value)`` of every ``_target_`` in ``node``."""
+    for key in node:
+        value = node._get_node(key)
+        if OmegaConf.is_dict(value):
+            yield from _targets(value, f"{prefix}{key}.")
+        elif key == "_target_" and isinstance(node[key], str):
+            yield f"{prefix}{key}", node[key]
+
+
+def conf_values(key: str) -> str:
+    """What the option files of ``key``'s group in ``conf/`` set it to: "one of V (conf/group/option.yaml),
+    ..." (or "a value")."""
+    group, _, rest = key.partition(".")
+    files = sorted((Path(CONF_DIR) / group).glob("*.yaml")) if rest else [Path(CONF_DIR) / "config.yaml"]
+    found = {}
+    for file in files:
+        value = OmegaConf.to_container(OmegaConf.load(file), resolve=False)
+        for part in (rest or key).split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None and str(value) not in found:
+            found[str(value)] = f"conf/{file.relative_to(CONF_DIR).as_posix()}"
+    return "one of " + ", ".join(f"{value} ({where})" for value, where in found.items()) if found else "a value"

@@ -51,7 +51,6 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -63,7 +62,7 @@ from firebreak_exp.commands.benchmark_measure import (FIDELITY_TARGETS, add_spee
 from firebreak_exp.commands.benchmark_report import benchmark_metrics, format_table, notes_for, plot_speedup, write_json
 from firebreak_exp.commands.cli import CONF_DIR, run_job
 from firebreak_exp.commands.tracking import config_params, tracked_run
-from firebreak_exp.config import Config, check_values, register_configs
+from firebreak_exp.config import Config, register_command_schema, validate
 from firebreak_exp.vector.backend import BACKENDS, resolve_backend
 from firebreak_exp.vector.env import VectorizedFireEnv
 
@@ -131,21 +130,12 @@ class BenchmarkConfig(Config):
     benchmark: BenchmarkSettings = field(default_factory=BenchmarkSettings)
 
 
-def register_benchmark_config() -> None:
-    register_configs()
-    ConfigStore.instance().store(name="benchmark_schema", node=BenchmarkConfig)
-
-
-register_benchmark_config()
+register_command_schema("benchmark_schema", BenchmarkConfig)
 
 
 def validate_benchmark(cfg: Any) -> DictConfig:
     """Merge onto the typed schema (unknown keys and wrong types raise with their name) and range-check."""
-    schema = OmegaConf.structured(BenchmarkConfig)
-    plain = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else dict(cfg)
-    plain = {k: v for k, v in plain.items() if k != "hydra"}
-    merged = OmegaConf.merge(schema, plain)
-    check_values(merged)
+    merged = validate(cfg, BenchmarkConfig)
     bench = merged.benchmark
     if not bench.backends:
         raise ValueError(f"benchmark.backends is empty: name at least one of {', '.join(BACKENDS)}")

@@ -339,7 +339,7 @@ def top_up_replay(tiles: Sequence, env_kwargs: dict, agent, replay, batch_size: 
 
 def onednn_for(cfg: DictConfig) -> bool:
     """Whether training uses oneDNN convolutions: ``trainer.deterministic`` turns them off (see
-    firebreak_exp.rl.trainer.seed_everything), and the benchmark times what training runs."""
+    firebreak_exp.rl.parts.seed_everything), and the benchmark times what training runs."""
     return not bool(cfg.trainer.get("deterministic", False))
 
 

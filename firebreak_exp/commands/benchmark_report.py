@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 import json
-import os
 import statistics
 from pathlib import Path
 from typing import List
 
 import numpy as np
 
+from firebreak_exp.atomic import write_text_atomically
 from firebreak_exp.commands.benchmark_measure import FIDELITY_TARGETS, PROCESS_SPEEDUP_TARGET
 
 
@@ -209,8 +209,4 @@ def _json_default(value):
 
 
 def write_json(data: dict, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default))
-    os.replace(tmp, path)
-    return path
+    return write_text_atomically(path, json.dumps(data, indent=2, default=_json_default))

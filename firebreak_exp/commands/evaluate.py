@@ -23,18 +23,18 @@ import logging
 import re
 import sys
 import tempfile
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from firebreak_exp.commands.archive import check_buildable, load_archive
 from firebreak_exp.commands.cli import CONF_DIR, run_job
 from firebreak_exp.commands.tracking import flatten, tracked_run
-from firebreak_exp.config import Config, check_values, register_configs, validate
+from firebreak_exp.config import Config, register_command_schema, validate
 
 log = logging.getLogger("firebreak_exp")
 
@@ -71,15 +71,7 @@ class EvaluateConfig(Config):
     ceiling: CeilingSettings = field(default_factory=CeilingSettings)
 
 
-EVALUATION_KEYS = tuple(f.name for f in fields(EvaluateConfig) if f.name not in {g.name for g in fields(Config)})
-
-
-def register_evaluate_config() -> None:
-    register_configs()
-    ConfigStore.instance().store(name="evaluate_schema", node=EvaluateConfig)
-
-
-register_evaluate_config()
+EVALUATION_KEYS = register_command_schema("evaluate_schema", EvaluateConfig)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -197,7 +189,8 @@ def training_config(cfg: DictConfig, archived: Optional[DictConfig], overrides: 
                     own_keys: tuple = EVALUATION_KEYS) -> DictConfig:
     """The config the policy and baselines run under: the archived training config (or ``cfg``'s training
     part without one) with the command line's training groups and keys taken from ``cfg``; ``tracking``
-    always comes from ``cfg``; the command's ``own_keys`` are left out. Validated against the training schema."""
+    always comes from ``cfg``; the command's ``own_keys`` are left out. Validated against the training schema
+    and checked by :func:`~firebreak_exp.commands.archive.check_buildable`."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     own = OmegaConf.to_container(cfg, resolve=False)
@@ -219,7 +212,9 @@ def training_config(cfg: DictConfig, archived: Optional[DictConfig], overrides: 
             elif head in own:
                 OmegaConf.update(base, key, OmegaConf.select(cfg, key), merge=False, force_add=True)
     base.tracking = OmegaConf.create(own["tracking"])
-    return validate(base)
+    base = validate(base)
+    check_buildable(base)
+    return base
 
 
 def load_agent(train_cfg, checkpoint_path: Path, grid_shape: tuple):
@@ -258,7 +253,7 @@ def evaluate_job(cfg: DictConfig) -> dict:
     if cfg.checkpoint is not None:
         source = resolve_checkpoint(str(cfg.checkpoint), cfg.checkpoint_file, cfg.tracking.uri,
                                     run_dir / "training_run")
-        archived = OmegaConf.load(source["config_path"])
+        archived = load_archive(source["config_path"])
     train_cfg = training_config(cfg, archived, task_overrides())
     tiles = heldout_tiles(train_cfg, cfg.max_tiles, cfg.split)
     if not tiles:
@@ -335,11 +330,7 @@ def evaluate_job(cfg: DictConfig) -> dict:
 
 def validate_evaluation(cfg: DictConfig) -> DictConfig:
     """``cfg`` (without ``hydra``) merged into the evaluation schema, its values range-checked."""
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    plain.pop("hydra", None)
-    merged = OmegaConf.merge(OmegaConf.structured(EvaluateConfig), plain)
-    check_values(merged)
-    return merged
+    return validate(cfg, EvaluateConfig)
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")

@@ -12,12 +12,12 @@ planning seconds per tile.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from firebreak_exp.atomic import write_text_atomically
 from firebreak_exp.commands.tracking import MultirunParentCallback
 
 __all__ = ["BASELINES", "mean_interval", "summarize_checkpoints", "EvaluationSweepCallback", "format_summary"]
@@ -147,9 +147,7 @@ class EvaluationSweepCallback(MultirunParentCallback):
             summary = summarize_checkpoints(evaluations)
             summary["jobs"] = [p.parent.name for p in found]
             path = sweep_dir / "summary.json"
-            partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-            partial.write_text(json.dumps(summary, indent=2))
-            partial.replace(path)
+            write_text_atomically(path, json.dumps(summary, indent=2))
             if tracker is not None:
                 tracker.log_metrics(summary_metrics(summary), 0)
                 tracker.log_artifact(path)

@@ -22,20 +22,20 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional
 
 import hydra
 import numpy as np
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from firebreak_exp.commands.archive import load_archive
 from firebreak_exp.commands.cli import CONF_DIR, run_job
 from firebreak_exp.commands.tracking import flatten, job_tags, tracked_run
-from firebreak_exp.config import Config, check_values, register_configs
+from firebreak_exp.config import Config, register_command_schema, validate
 
 log = logging.getLogger("firebreak_exp")
 
@@ -62,18 +62,16 @@ class PlanConfig(Config):
     window: Optional[List[int]] = MISSING    # [row, col, height, width] cells: plan this part of the raster only
     plan_window: Optional[int] = MISSING     # cells: flow, policy and greedy plan window by window of this size,
                                              # each with env.num_ignitions fires; None = the whole grid at once
+    window_budget: str = MISSING             # risk: windows share the budget by the burn probability of
+                                             # risk_ignitions fires over the whole grid; burnable: by burnable cells
+    risk_ignitions: int = MISSING            # untreated fires over the whole grid that measure the risk
     greedy: PlanGreedySettings = field(default_factory=PlanGreedySettings)
 
 
-PLAN_KEYS = tuple(f.name for f in fields(PlanConfig) if f.name not in {g.name for g in fields(Config)})
+#: How windows share the budget (``window_budget``): by fire risk or by burnable cells.
+WINDOW_BUDGETS = ("risk", "burnable")
 
-
-def register_plan_config() -> None:
-    register_configs()
-    ConfigStore.instance().store(name="plan_schema", node=PlanConfig)
-
-
-register_plan_config()
+PLAN_KEYS = register_command_schema("plan_schema", PlanConfig)
 
 
 def methods_of(cfg) -> list:
@@ -97,13 +95,15 @@ def check_plan_values(cfg) -> None:
         raise ValueError(f"budget_percent={cfg.budget_percent}: expected a percentage of burnable cells in (0, 100)")
     if cfg.budget_hectares is not None and not cfg.budget_hectares > 0:
         raise ValueError(f"budget_hectares={cfg.budget_hectares}: expected a positive area in hectares")
-    for key in ("num_ignitions", "scoring_ignitions"):
+    for key in ("num_ignitions", "scoring_ignitions", "risk_ignitions"):
         if cfg[key] < 1:
             raise ValueError(f"{key}={cfg[key]}: expected a positive integer")
     if cfg.batch_percent is not None and not 0 < cfg.batch_percent <= 100:
         raise ValueError(f"batch_percent={cfg.batch_percent}: expected a percentage of burnable cells in (0, 100]")
     if cfg.plan_window is not None and cfg.plan_window < 2:
         raise ValueError(f"plan_window={cfg.plan_window}: expected a window side of at least 2 cells, or null")
+    if cfg.window_budget not in WINDOW_BUDGETS:
+        raise ValueError(f"window_budget={cfg.window_budget}: expected one of {list(WINDOW_BUDGETS)}")
     if cfg.planning_simulator is not None and cfg.planning_simulator not in SIMULATORS:
         raise ValueError(f"planning_simulator={cfg.planning_simulator}: expected one of {sorted(SIMULATORS)} or null")
     sigma_fraction = OmegaConf.select(cfg, "planners.domirank.sigma_fraction")
@@ -128,9 +128,31 @@ def _simulators(cfg, train_cfg, landscape, scenario) -> tuple:
     return planning, scoring, scoring_name
 
 
+class WindowRisk:
+    """The burn probability of ``cfg.risk_ignitions`` untreated fires over the whole grid, which windows share
+    the budget by (``window_budget=risk``): simulated once per job, on first use; ``seconds`` it took."""
+
+    def __init__(self, cfg, landscape, simulator, seed: int):
+        self.cfg, self.landscape, self.simulator, self.seed = cfg, landscape, simulator, seed
+        self.map, self.seconds = None, 0.0
+
+    def __call__(self) -> Optional[np.ndarray]:
+        from firebreak_exp.planning import whole_landscape as lp
+        from firebreak_exp.planning.evaluation import PLANNING_STREAM, evaluation_rng
+        if self.cfg.window_budget != "risk":
+            return None
+        if self.map is None:
+            start = time.perf_counter()
+            self.map = lp.burn_probability(self.simulator, self.landscape.tile, int(self.cfg.risk_ignitions),
+                                           evaluation_rng(self.seed, PLANNING_STREAM, 2))
+            self.seconds = time.perf_counter() - start
+        return self.map
+
+
 def _plan_one(method, cfg, train_cfg, landscape, simulator, scenario, num_breaks, planning, batch_percent, agent,
-              seed) -> dict:
-    """Plan with one method: ``{"cells", "batches", "windows", "seconds"}``."""
+              seed, risk: WindowRisk) -> dict:
+    """Plan with one method: ``{"cells", "batches", "windows", "seconds"}`` (in windows, the seconds include
+    the risk fires' even when an earlier method of the job simulated them)."""
     from firebreak_exp.planning import whole_landscape as lp
     from firebreak_exp.planning.evaluation import PLANNER_STREAM, PLANNING_STREAM, evaluation_rng
     from firebreak_exp.planning.planners import RandomPlanner
@@ -143,18 +165,19 @@ def _plan_one(method, cfg, train_cfg, landscape, simulator, scenario, num_breaks
         cells = instantiate(train_cfg.planners.domirank).plan(
             landscape.tile, simulator, scenario, num_breaks, planning, None)
     else:
-        scorers = {"flow": lp.flow_scorer, "policy": lambda env: lp.policy_scorer(agent),
-                   "greedy": lambda env: lp.greedy_scorer(env, simulator, planning, cfg.greedy.max_candidates,
-                                                          cfg.greedy.exclude_ignitions)}
+        scorers = {"flow": lp.flow_scorer, "policy": lp.PolicyScorer(agent),
+                   "greedy": lambda env: lp.greedy_scorer(env, cfg.greedy.max_candidates, cfg.greedy.exclude_ignitions)}
         if cfg.plan_window is None:
             cells, batches, _ = lp.plan_in_batches(landscape, simulator, scenario, num_breaks, planning,
                                                    lp.batch_size(landscape.num_burnable, batch_percent),
                                                    scorers[method])
         else:
+            simulated = risk.map is not None
             cells, batches, windows = lp.plan_in_windows(landscape, simulator, scenario, num_breaks,
                                                          int(cfg.plan_window), int(train_cfg.env.num_ignitions),
                                                          batch_percent, scorers[method],
-                                                         evaluation_rng(seed, PLANNING_STREAM, 1))
+                                                         evaluation_rng(seed, PLANNING_STREAM, 1), risk())
+            start -= risk.seconds if simulated else 0.0
     return {"cells": np.asarray(cells, np.int64), "batches": batches, "windows": windows,
             "seconds": time.perf_counter() - start}
 
@@ -215,7 +238,7 @@ def plan_job(cfg: DictConfig) -> dict:
     if cfg.checkpoint is not None:
         source = resolve_checkpoint(str(cfg.checkpoint), cfg.checkpoint_file, cfg.tracking.uri,
                                     run_dir / "training_run")
-        archived = OmegaConf.load(source["config_path"])
+        archived = load_archive(source["config_path"])
     train_cfg = training_config(cfg, archived, task_overrides(), PLAN_KEYS)
     seed = int(train_cfg.seed)
 
@@ -227,13 +250,16 @@ def plan_job(cfg: DictConfig) -> dict:
     planning_sim, scoring_sim, scoring_name = _simulators(cfg, train_cfg, landscape, scenario)
     setup_seconds = time.perf_counter() - setup_start
     batch_percent = cfg.batch_percent if cfg.batch_percent is not None else float(train_cfg.env.percentage_increment)
-    batch_cells = lp.batch_size(landscape.num_burnable, batch_percent)
+    # windows place batch_percent % of each window's own burnable cells per batch (at least one)
+    batch_cells = lp.batch_size(landscape.num_burnable, batch_percent) if cfg.plan_window is None else None
     planning = draw_ignitions(landscape.tile, cfg.num_ignitions, evaluation_rng(seed, PLANNING_STREAM, 0))
     scoring = draw_ignitions(landscape.tile, cfg.scoring_ignitions, evaluation_rng(seed, SCORING_STREAM, 0))
     chunk = 1 if scoring_name == "pyretechnics" else 16
     progress = scoring_name == "pyretechnics"
-    log.info("%s: %d x %d cells, %d burnable; %d breaks, %d per batch; simulators built in %.1f s",
-             landscape.source, *landscape.tile.shape, landscape.num_burnable, num_breaks, batch_cells, setup_seconds)
+    log.info("%s: %d x %d cells, %d burnable; %d breaks, %s per batch; simulators built in %.1f s",
+             landscape.source, *landscape.tile.shape, landscape.num_burnable, num_breaks,
+             batch_cells if batch_cells is not None else f"{batch_percent} % of a window's burnable cells",
+             setup_seconds)
 
     start = time.perf_counter()
     burned_untreated, before = lp.score_plan_fires(scoring_sim, scoring, None, chunk, progress, "untreated")
@@ -249,12 +275,16 @@ def plan_job(cfg: DictConfig) -> dict:
               "planning": {"ignitions": int(cfg.num_ignitions), "simulator": cfg.planning_simulator or scoring_name,
                            "batch_cells": batch_cells, "batch_percent": batch_percent,
                            "plan_window": cfg.plan_window,
+                           "window_budget": None if cfg.plan_window is None else cfg.window_budget,
+                           "risk_ignitions": None if cfg.plan_window is None or cfg.window_budget != "risk"
+                           else int(cfg.risk_ignitions),
                            "ignitions_per_window": None if cfg.plan_window is None else int(train_cfg.env.num_ignitions)},
               "scoring": {"ignitions": int(cfg.scoring_ignitions), "simulator": scoring_name},
               "checkpoint": None if source is None else str(source["path"]), "seed": seed,
               "setup_seconds": setup_seconds}
     tags = {"run_kind": "plan", "method": ",".join(methods), "checkpoint": str(cfg.checkpoint)}
     records = []
+    risk = WindowRisk(cfg, landscape, planning_sim, seed)
     with tracked_run(cfg.tracking, "plan-" + "-".join(methods), tags) as tracker:
         params = OmegaConf.to_container(train_cfg, resolve=True)
         params["plan"] = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
@@ -264,7 +294,7 @@ def plan_job(cfg: DictConfig) -> dict:
             tracker.log_artifact(run_dir / ".hydra", ".hydra")
         for method in methods:
             planned = _plan_one(method, cfg, train_cfg, landscape, planning_sim, scenario, num_breaks, planning, batch_percent,
-                                agent, seed)
+                                agent, seed, risk)
             breaks = np.zeros(landscape.tile.shape, bool)
             breaks.flat[planned["cells"]] = True
             start = time.perf_counter()
@@ -292,9 +322,11 @@ def plan_job(cfg: DictConfig) -> dict:
                           "peak_rss_mb": lp.peak_rss_mb()}
             tracker.log_artifact(plan_outputs.write_json(run_dir / "comparison.json", comparison))
         tracker.log_metrics({"peak_rss_mb": lp.peak_rss_mb(), "setup_seconds": setup_seconds}, 0)
+    fires = (f"{cfg.num_ignitions} planning fires" if cfg.plan_window is None else
+             f"{train_cfg.env.num_ignitions} planning fires per {cfg.plan_window} x {cfg.plan_window} window")
     print(f"Plans on {landscape.source} ({landscape.tile.shape[0]} x {landscape.tile.shape[1]} cells, "
           f"{landscape.num_burnable} burnable, {num_breaks} breaks = "
-          f"{100.0 * num_breaks / landscape.num_burnable:.2f} %), {cfg.num_ignitions} planning fires, "
+          f"{100.0 * num_breaks / landscape.num_burnable:.2f} %), {fires}, "
           f"scored on {cfg.scoring_ignitions} fresh fires ({scoring_name}); R = 1 - BA/BA0, bootstrap 95% CI "
           f"over the fires; BA in ha per fire")
     print(table)
@@ -306,10 +338,7 @@ def plan_job(cfg: DictConfig) -> dict:
 
 def validate_plan(cfg: DictConfig) -> DictConfig:
     """``cfg`` (without ``hydra``) merged into the plan schema, its values range-checked."""
-    plain = OmegaConf.to_container(cfg, resolve=False)
-    plain.pop("hydra", None)
-    merged = OmegaConf.merge(OmegaConf.structured(PlanConfig), plain)
-    check_values(merged)
+    merged = validate(cfg, PlanConfig)
     check_plan_values(merged)
     return merged
 

@@ -6,23 +6,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Callable
-
 import numpy as np
 import rasterio
 
+from firebreak_exp.atomic import write_atomically
 from firebreak_exp.planning.whole_landscape import Landscape
 
 #: Nodata value of fuel_breaks.tif (uint8: 0 no break, 1 break).
 BREAKS_NODATA = 255
 #: Nodata value of the burn-probability GeoTIFFs (float32, probabilities 0-1).
 PROBABILITY_NODATA = -9999.0
-
-
-def _atomic(path: Path, write: Callable) -> Path:
-    from firebreak_exp.rl.checkpoint import _atomic_write
-    _atomic_write(Path(path), write)
-    return Path(path)
 
 
 def write_geotiff(path: Path, landscape: Landscape, values: np.ndarray, dtype: str, nodata: float) -> Path:
@@ -37,7 +30,7 @@ def write_geotiff(path: Path, landscape: Landscape, values: np.ndarray, dtype: s
     def write(tmp):
         with rasterio.open(tmp, "w", **profile) as dst:
             dst.write(data, 1)
-    return _atomic(path, write)
+    return write_atomically(path, write)
 
 
 def break_polygons(landscape: Landscape, breaks: np.ndarray) -> dict:
@@ -87,13 +80,13 @@ def plot_plan(path: Path, landscape: Landscape, breaks: np.ndarray, before: np.n
     def write(tmp):
         fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     try:
-        return _atomic(path, write)
+        return write_atomically(path, write)
     finally:
         plt.close(fig)
 
 
 def write_json(path: Path, record: dict) -> Path:
-    return _atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
+    return write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
 
 
 def write_plan_outputs(folder: Path, landscape: Landscape, breaks: np.ndarray, before: np.ndarray,

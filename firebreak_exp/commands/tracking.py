@@ -128,6 +128,11 @@ class Tracker:
             run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
             self.run_id = run.info.run_id
         else:
+            try:
+                self.client.get_run(run_id)
+            except self._mlflow.exceptions.MlflowException as error:
+                raise ValueError(f"MLflow run {run_id} is not in {self.uri} (tracking.uri); continue it with the "
+                                 f"tracking store it was logged to") from error
             self.run_id = run_id
             self.client.update_run(run_id, status="RUNNING")
         return self.run_id

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from firebreak_exp.commands.archive import resolved_for_archive, write_archive
+from firebreak_exp.commands.archive import check_buildable, load_archive, resolved_for_archive, write_archive
 from firebreak_exp.commands.auto_resume import RUN_ID_FILE, auto_resume_run, effective_resume
 from firebreak_exp.commands.cli import CONF_DIR, run_job
 from firebreak_exp.commands.seed_config import apply_seed_config
@@ -50,16 +50,18 @@ def locate_run(resume: str, tracking_uri: str) -> tuple[Path, str]:
 
 
 def train_job(cfg: DictConfig) -> dict:
-    """One training job inside an MLflow run; the config archive is logged first, then the vector env, the
-    agent and the replay are built from the config and handed to the trainer."""
-    from firebreak_exp.rl.trainer import ParallelFuelBreakTrainer, build_training
+    """One training job inside an MLflow run; the config archive is logged first, then the run's parts (vector
+    env, agent, replay, end-of-run evaluation, expert memories) are built from the config and handed to the
+    trainer."""
+    from firebreak_exp.rl.parts import build_training
+    from firebreak_exp.rl.trainer import ParallelFuelBreakTrainer
     with graceful_stop():   # SIGINT/SIGTERM from here on end in a checkpoint and one line (cli.run_job)
         resume_id, resume = None, effective_resume(cfg.resume)
         run_dir = Path(HydraConfig.get().runtime.output_dir).resolve()
         params = None
         if resume and resume != "auto":
             run_dir, resume_id = locate_run(resume, cfg.tracking.uri)
-            cfg = validate(OmegaConf.load(run_dir / ".hydra" / "config.yaml"))
+            cfg = load_archive(run_dir / ".hydra" / "config.yaml")
         else:
             requested_num_envs = cfg.parallel.num_envs
             cfg = resolved_for_archive(cfg)
@@ -78,8 +80,9 @@ def train_job(cfg: DictConfig) -> dict:
                 (run_dir / RUN_ID_FILE).write_text(tracker.run_id)
                 tracker.log_params(params)
                 tracker.log_artifact(run_dir / ".hydra", ".hydra")
-            trainer = ParallelFuelBreakTrainer(cfg, run_dir, tracker, resume=resume_id is not None,
-                                               parts=build_training(cfg))
+            resuming = resume_id is not None
+            trainer = ParallelFuelBreakTrainer(cfg, run_dir, tracker, resume=resuming,
+                                               parts=build_training(cfg, resume=resuming))
             summary = trainer.train()
     log.info("MLflow run %s in %s", tracker.run_id, cfg.tracking.uri)
     return summary
@@ -91,5 +94,8 @@ def main(cfg: DictConfig):
 
 
 def validate_training(cfg: DictConfig) -> DictConfig:
-    """The training schema's check of ``cfg``, with a ``+seed_config=FILE``'s settings applied first."""
-    return validate(apply_seed_config(cfg))
+    """The training schema's check of ``cfg`` (with a ``+seed_config=FILE``'s settings applied first), and
+    that every key has a value and every ``_target_`` imports (e.g. of an archive re-run by --config-path)."""
+    cfg = validate(apply_seed_config(cfg))
+    check_buildable(cfg)
+    return cfg

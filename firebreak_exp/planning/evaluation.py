@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from typing import Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from hydra.utils import instantiate
@@ -36,19 +36,23 @@ def evaluation_rng(seed: int, stream: int, *keys: int) -> np.random.Generator:
 
 
 def build_planners(planners, names: Sequence[str], agent, percentage_increment: float) -> dict:
-    """``instantiate(planners[name])`` for each of ``names`` (the ``planners`` config group); a partial one
-    (the policy) is then given the trained ``agent`` and the training env's ``percentage_increment`` (% of
-    burnable cells), or skipped with a warning when there is no agent."""
-    built = {}
-    for name in names:
-        planner = instantiate(planners[name])
+    """``instantiate(planners[name])`` for each of ``names`` (the ``planners`` config group), given the agent
+    by :func:`bind_agent`."""
+    return bind_agent({name: instantiate(planners[name]) for name in names}, agent, percentage_increment)
+
+
+def bind_agent(planners: Mapping[str, Any], agent, percentage_increment: float) -> dict:
+    """``planners`` with each partial one (the policy) given the trained ``agent`` and the training env's
+    ``percentage_increment`` (% of burnable cells), or left out with a warning when there is no agent."""
+    bound = {}
+    for name, planner in planners.items():
         if isinstance(planner, functools.partial):
             if agent is None:
                 log.warning("no trained agent: the %r method is skipped", name)
                 continue
             planner = planner(agent=agent, percentage_increment=percentage_increment)
-        built[name] = planner
-    return built
+        bound[name] = planner
+    return bound
 
 
 def draw_ignitions(tile, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -249,42 +253,64 @@ def heldout_tiles(cfg, max_tiles: Optional[int] = None, split: str = "heldout") 
     return tiles
 
 
-def evaluate_policy(cfg, agent, episodes: int = 8) -> dict:
-    """End-of-training check on held-out tiles, with the evaluation command's scoring code.
+class HeldoutEvaluation:
+    """The end-of-training check on held-out tiles, with the evaluation command's scoring code.
 
-    Scores the greedy policy, no treatment, one random plan, DomiRank and fire flow at ``env.budget_percent``
-    on ``episodes`` held-out tiles (spread over the list), ``env.reward_ignitions`` (else
-    ``env.num_ignitions``) fresh scoring ignitions each, with the training simulator. Returns
-    ``summary`` (burned fractions before/after, burned-area reduction, ``R`` with ``R_ci_low``/``R_ci_high``,
-    ``R_random``, ``R_domirank``, ``R_flow``, ``plan_seconds``, ``episodes`` = tiles scored) and ``example``
-    (the policy's maps on the tile that burns most).
+    Called with the trained agent, it scores the greedy policy, no treatment, one random plan, DomiRank and
+    fire flow (``planners``: these built from the ``planners`` group, the policy a partial that receives the
+    agent) at ``budget_percent`` (% of burnable cells) on ``tiles``, every plan on the same
+    ``num_scoring_ignitions`` fresh scoring ignitions per tile burned by ``simulator_factory``'s simulator;
+    planners see ``num_planning_ignitions``. It returns ``summary`` (burned fractions before/after,
+    burned-area reduction, ``R`` with ``R_ci_low``/``R_ci_high``, ``R_random``, ``R_domirank``, ``R_flow``,
+    ``plan_seconds``, ``episodes`` = tiles scored) and ``example`` (the policy's maps on the tile that burns
+    most).
     """
 
-    kwargs = env_factory(cfg).keywords
-    tiles = heldout_tiles(cfg, max(1, int(episodes)))
-    planners = build_planners(cfg.planners, ("policy", "random", "domirank", "flow"), agent,
-                              kwargs["percentage_increment"])
-    budget = float(kwargs["budget_percent"])
-    raw = compare_planners(tiles, planners, kwargs["simulator_factory"], kwargs["scenario"], [budget],
-                           seed=int(cfg.seed),
-                           num_scoring_ignitions=int(kwargs["reward_ignitions"] or kwargs["num_ignitions"]),
-                           num_planning_ignitions=int(kwargs["num_ignitions"]),
-                           example_budget=budget)
-    table = summarize(raw)["methods"]
-    policy = raw["burned_fraction"]["policy"][:, 0]
-    before, after = float(raw["untreated"].mean()), float(policy.mean())
-    lo, hi = bootstrap_ci(policy, raw["untreated"])
-    summary = {"burned_fraction_untreated": before, "burned_fraction_treated": after,
-               "burned_area_reduction": before - after, "R": table["policy"]["R"][0],
-               "R_ci_low": lo, "R_ci_high": hi, "R_random": table["random"]["R"][0],
-               "R_domirank": table["domirank"]["R"][0], "R_flow": table["flow"]["R"][0],
-               "plan_seconds": table["policy"]["plan_seconds"][0],
-               "episodes": len(tiles)}
-    ex = raw["example"]
-    chosen = ex["methods"]["policy"]
-    example = {"tile": ex["tile"], "fuel_breaks": chosen["fuel_breaks"],
-               "burn_probability_before": ex["burn_probability_before"],
-               "burn_probability_after": chosen["burn_probability"],
-               "initial_burned_fraction": ex["burned_fraction_untreated"],
-               "final_burned_fraction": chosen["burned_fraction"], "budget_percent": budget}
-    return {"summary": summary, "example": example}
+    METHODS = ("policy", "random", "domirank", "flow")
+
+    def __init__(self, tiles: Sequence, planners: Mapping[str, Any], simulator_factory: Callable, scenario, *,
+                 budget_percent: float, percentage_increment: float, seed: int, num_scoring_ignitions: int,
+                 num_planning_ignitions: int):
+        self.tiles, self.planners = list(tiles), dict(planners)
+        self.simulator_factory, self.scenario = simulator_factory, scenario
+        self.budget_percent, self.percentage_increment = float(budget_percent), float(percentage_increment)
+        self.seed = int(seed)
+        self.num_scoring_ignitions, self.num_planning_ignitions = int(num_scoring_ignitions), int(num_planning_ignitions)
+
+    @classmethod
+    def from_config(cls, cfg, episodes: int = 8) -> "HeldoutEvaluation":
+        """The check of a training config: ``episodes`` held-out tiles (spread over the list), the environment's
+        budget and simulator, ``env.reward_ignitions`` (else ``env.num_ignitions``) scoring ignitions and
+        ``env.num_ignitions`` planning ignitions per tile."""
+        kwargs = env_factory(cfg).keywords
+        planners = {name: instantiate(cfg.planners[name]) for name in cls.METHODS}
+        return cls(heldout_tiles(cfg, max(1, int(episodes))), planners, kwargs["simulator_factory"],
+                   kwargs["scenario"], budget_percent=kwargs["budget_percent"],
+                   percentage_increment=kwargs["percentage_increment"], seed=int(cfg.seed),
+                   num_scoring_ignitions=kwargs["reward_ignitions"] or kwargs["num_ignitions"],
+                   num_planning_ignitions=kwargs["num_ignitions"])
+
+    def __call__(self, agent) -> dict:
+        budget = self.budget_percent
+        raw = compare_planners(self.tiles, bind_agent(self.planners, agent, self.percentage_increment),
+                               self.simulator_factory, self.scenario, [budget], seed=self.seed,
+                               num_scoring_ignitions=self.num_scoring_ignitions,
+                               num_planning_ignitions=self.num_planning_ignitions, example_budget=budget)
+        table = summarize(raw)["methods"]
+        policy = raw["burned_fraction"]["policy"][:, 0]
+        before, after = float(raw["untreated"].mean()), float(policy.mean())
+        lo, hi = bootstrap_ci(policy, raw["untreated"])
+        summary = {"burned_fraction_untreated": before, "burned_fraction_treated": after,
+                   "burned_area_reduction": before - after, "R": table["policy"]["R"][0],
+                   "R_ci_low": lo, "R_ci_high": hi, "R_random": table["random"]["R"][0],
+                   "R_domirank": table["domirank"]["R"][0], "R_flow": table["flow"]["R"][0],
+                   "plan_seconds": table["policy"]["plan_seconds"][0],
+                   "episodes": len(self.tiles)}
+        ex = raw["example"]
+        chosen = ex["methods"]["policy"]
+        example = {"tile": ex["tile"], "fuel_breaks": chosen["fuel_breaks"],
+                   "burn_probability_before": ex["burn_probability_before"],
+                   "burn_probability_after": chosen["burn_probability"],
+                   "initial_burned_fraction": ex["burned_fraction_untreated"],
+                   "final_burned_fraction": chosen["burned_fraction"], "budget_percent": budget}
+        return {"summary": summary, "example": example}

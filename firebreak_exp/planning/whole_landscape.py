@@ -10,8 +10,10 @@ updates (:func:`plan_in_batches`): the :class:`~firebreak_exp.environment.FuelBr
 whole grid with the planning ignitions, and each batch takes the ``batch_cells`` unbroken burnable cells
 that score highest under the current fires (fire flow; the Q-network's values over the whole grid; the
 simulated single-break reduction), then the env brings its fires to the new breaks
-(:meth:`~firebreak_exp.environment.FuelBreakEnv.step_batch`). ``random`` and ``domirank`` do not follow
-fires and plan in one go. Plans are scored on fresh ignitions (:func:`score_plan_fires`).
+(:meth:`~firebreak_exp.environment.FuelBreakEnv.step_batch`), or do so window by window
+(:func:`plan_in_windows`, the command's default), the windows sharing the budget by fire risk
+(:func:`burn_probability`, :func:`window_budgets`). ``random`` and ``domirank`` do not follow fires and
+plan in one go. Plans are scored on fresh ignitions (:func:`score_plan_fires`).
 
 Units: cells, hectares (ha), fractions of the burnable cells, minutes, seconds.
 """
@@ -157,25 +159,41 @@ def flow_scorer(env) -> Callable:
     return lambda obs: (env.fire_flow.ravel(), untreated)
 
 
-def policy_scorer(agent) -> Callable:
-    """The Q-network's value of every cell of the observation (one forward pass over the whole grid)."""
-    import torch
+class PolicyScorer:
+    """``make_scorer`` of the policy: the Q-network's value of every cell of the observation (one forward pass
+    over the grid); :meth:`many` scores the observations of several grids, those of one shape in one pass."""
 
-    def score(obs):
-        batch = torch.as_tensor(obs[None], device=agent.device)
-        if agent.device.type == "cpu":
-            batch = batch.contiguous(memory_format=torch.channels_last)
-        with torch.no_grad():
-            return agent.q_network(batch)[0].cpu().numpy().astype(np.float64), None
-    return score
+    def __init__(self, agent):
+        self.agent = agent
+
+    def __call__(self, env) -> Callable:
+        return lambda obs: self.many([obs])[0]
+
+    def many(self, observations: list) -> list:
+        """``[(Q-values float64 (H * W,), None)]`` of each observation (C, H, W)."""
+        import torch
+        out = [None] * len(observations)
+        shapes = {}
+        for index, obs in enumerate(observations):
+            shapes.setdefault(obs.shape, []).append(index)
+        for indices in shapes.values():
+            batch = torch.as_tensor(np.stack([observations[i] for i in indices]), device=self.agent.device)
+            if self.agent.device.type == "cpu":
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            with torch.no_grad():
+                values = self.agent.q_network(batch).cpu().numpy().astype(np.float64)
+            for row, index in enumerate(indices):
+                out[index] = (values[row], None)
+        return out
 
 
-def greedy_scorer(env, simulator, ignitions: np.ndarray, max_candidates: Optional[int],
-                  exclude_ignitions: bool) -> Callable:
-    """The simulated drop in burned cells of a break at each candidate cell alone, on top of the breaks so
-    far (:meth:`~firebreak_exp.planners.GreedyPlanner.single_break_reductions`); 0 elsewhere."""
+def greedy_scorer(env, max_candidates: Optional[int], exclude_ignitions: bool) -> Callable:
+    """The simulated drop in burned cells of the env's planning fires of a break at each candidate cell alone,
+    on top of the breaks so far (:meth:`~firebreak_exp.planners.GreedyPlanner.single_break_reductions`, on the
+    env's simulator: the whole grid's or a window's); 0 elsewhere."""
     from firebreak_exp.planning.planners import GreedyPlanner
     greedy = GreedyPlanner(exclude_ignitions, max_candidates)
+    simulator, ignitions = env.simulator(env.tile_index), env.ignitions
 
     def score(obs):
         candidates, reductions, burns = greedy.single_break_reductions(simulator, ignitions, env.fuel_breaks)
@@ -183,6 +201,35 @@ def greedy_scorer(env, simulator, ignitions: np.ndarray, max_candidates: Optiona
         primary[candidates], secondary[candidates] = reductions, burns
         return primary, secondary
     return score
+
+
+class GridPlan:
+    """One grid's FuelBreakEnv episode on its planning ignitions, placing breaks ``batch_cells`` at a time
+    (:meth:`place`) until ``num_breaks`` are placed (``done``)."""
+
+    def __init__(self, landscape: Landscape, simulator, scenario, num_breaks: int, ignitions: np.ndarray,
+                 batch_cells: int):
+        from firebreak_exp.environment import FuelBreakEnv
+        burnable = landscape.num_burnable
+        self.env = FuelBreakEnv([landscape.tile], lambda tile, scenario: simulator, scenario,
+                                budget_percent=100.0 * num_breaks / burnable,
+                                percentage_increment=min(100.0, 100.0 * batch_cells / burnable),
+                                num_ignitions=max(1, len(ignitions)), reward_ignitions=None)
+        self.obs, self.info = self.env.reset(seed=0, options={"tile_index": 0, "ignitions": ignitions})
+        if self.env.budget != num_breaks:
+            raise RuntimeError(f"the env's budget {self.env.budget} differs from the plan's {num_breaks} breaks")
+        self.num_breaks, self.batch_cells = num_breaks, batch_cells
+        self.order, self.batches, self.done = [], 0, False
+
+    def place(self, primary: np.ndarray, tiebreak: Optional[np.ndarray]) -> None:
+        """Break the best unbroken burnable cells by these scores (:func:`top_cells`) and update the fires once."""
+        cells = top_cells(primary, self.info["action_mask"], min(self.batch_cells, self.num_breaks - len(self.order)),
+                          tiebreak)
+        self.obs, _, self.done, _, self.info = self.env.step_batch(cells)
+        self.order.extend(cells.tolist())
+        self.batches += 1
+        log.debug("batch %d: %d of %d breaks, planning fires burn %.4f of the burnable cells",
+                  self.batches, len(self.order), self.num_breaks, self.env.burned_fraction)
 
 
 def plan_in_batches(landscape: Landscape, simulator, scenario, num_breaks: int, ignitions: np.ndarray,
@@ -193,26 +240,27 @@ def plan_in_batches(landscape: Landscape, simulator, scenario, num_breaks: int, 
     batch takes the best unbroken burnable cells (:func:`top_cells`) and the env updates its fires once.
     Returns ``(cells in placement order, number of batches, burned fraction of the planning fires at the end)``.
     """
-    from firebreak_exp.environment import FuelBreakEnv
-    burnable = landscape.num_burnable
-    env = FuelBreakEnv([landscape.tile], lambda tile, scenario: simulator, scenario,
-                       budget_percent=100.0 * num_breaks / burnable,
-                       percentage_increment=min(100.0, 100.0 * batch_cells / burnable),
-                       num_ignitions=max(1, len(ignitions)), reward_ignitions=None)
-    obs, info = env.reset(seed=0, options={"tile_index": 0, "ignitions": ignitions})
-    if env.budget != num_breaks:
-        raise RuntimeError(f"the env's budget {env.budget} differs from the plan's {num_breaks} breaks")
-    score = make_scorer(env)
-    order, batches, terminated = [], 0, False
-    while not terminated:
-        primary, tiebreak = score(obs)
-        cells = top_cells(primary, info["action_mask"], min(batch_cells, num_breaks - len(order)), tiebreak)
-        obs, _, terminated, _, info = env.step_batch(cells)
-        order.extend(cells.tolist())
-        batches += 1
-        log.debug("batch %d: %d of %d breaks, planning fires burn %.4f of the burnable cells",
-                  batches, len(order), num_breaks, env.burned_fraction)
-    return np.asarray(order, dtype=np.int64), batches, float(env.burned_fraction)
+    plan = GridPlan(landscape, simulator, scenario, num_breaks, ignitions, batch_cells)
+    score = make_scorer(plan.env)
+    while not plan.done:
+        plan.place(*score(plan.obs))
+    return np.asarray(plan.order, dtype=np.int64), plan.batches, float(plan.env.burned_fraction)
+
+
+def plan_together(plans: list, make_scorer: Callable) -> None:
+    """Run several :class:`GridPlan` to their end in lockstep: each round scores every unfinished plan's
+    observation, all at once when ``make_scorer`` has ``many`` (:class:`PolicyScorer`: one forward pass per
+    shape), and places each one's batch."""
+    many = getattr(make_scorer, "many", None)
+    scorers = [None if many else make_scorer(plan.env) for plan in plans]
+    while True:
+        active = [i for i, plan in enumerate(plans) if not plan.done]
+        if not active:
+            return
+        scores = (many([plans[i].obs for i in active]) if many
+                  else [scorers[i](plans[i].obs) for i in active])
+        for i, (primary, tiebreak) in zip(active, scores):
+            plans[i].place(primary, tiebreak)
 
 
 def window_landscape(landscape: Landscape, row: int, col: int, height: int, width: int) -> Landscape:
@@ -234,52 +282,99 @@ class CroppedRatesSimulator:
 
     def __init__(self, whole, cls):
         self.whole, self.cls = whole, cls
+        self._rates: dict = {}     # (azimuths, surface_lw_ratio_model) -> the whole grid's rates, stacked once
+
+    def whole_rates(self, azimuths, surface_lw_ratio_model: str) -> np.ndarray:
+        """float64 (len(azimuths), H, W) m/min of the whole grid, stacked once per set of azimuths."""
+        key = (tuple(float(a) for a in azimuths), surface_lw_ratio_model)
+        if key not in self._rates:
+            self._rates[key] = self.whole.spread_rates(azimuths, surface_lw_ratio_model)
+        return self._rates[key]
 
     def __call__(self, window: Landscape, scenario):
-        whole, rows, cols = self.whole, window.tile.row - self.whole.tile.row, window.tile.col - self.whole.tile.col
+        rows, cols = window.tile.row - self.whole.tile.row, window.tile.col - self.whole.tile.col
         height, width = window.tile.shape
+        whole_rates = self.whole_rates
 
         class Cropped(self.cls):
             def spread_rates(self, azimuths, surface_lw_ratio_model="behave"):
-                rates = whole.spread_rates(azimuths, surface_lw_ratio_model)
+                rates = whole_rates(azimuths, surface_lw_ratio_model)
                 return rates[:, rows:rows + height, cols:cols + width]
 
         return Cropped(window.tile, scenario)
 
 
-def window_budgets(burnable: np.ndarray, num_breaks: int) -> np.ndarray:
-    """``num_breaks`` shared among windows in proportion to their burnable cells (largest remainders), each
-    less than its burnable cells."""
-    share = num_breaks * burnable / max(int(burnable.sum()), 1)
-    budgets = np.floor(share).astype(np.int64)
-    order = np.argsort(-(share - budgets), kind="stable")
-    budgets[order[:num_breaks - int(budgets.sum())]] += 1
-    return np.minimum(budgets, np.maximum(burnable - 1, 0))
+def window_budgets(burnable: np.ndarray, num_breaks: int, weights: Optional[np.ndarray] = None) -> np.ndarray:
+    """``num_breaks`` shared among windows in proportion to ``weights`` (default: their ``burnable`` cells) by
+    largest remainders, each window less than its burnable cells: a window whose share reaches that takes it
+    and the rest is shared again among the others. Windows of weight 0 get none, unless the others cannot
+    hold ``num_breaks``: then what is left is shared by the room left in every window."""
+    capacity = np.maximum(np.asarray(burnable, np.int64) - 1, 0)
+    weighted = weights is not None
+    weights = np.asarray(burnable if weights is None else weights, np.float64)
+    budgets = np.zeros(len(capacity), np.int64)
+    open_ = (weights > 0) & (capacity > 0)
+    total = min(int(num_breaks), int(capacity[open_].sum()))
+    while budgets.sum() < total:
+        left = total - int(budgets.sum())
+        share = np.where(open_, left * weights / weights[open_].sum(), 0.0)
+        full = open_ & (budgets + share >= capacity)
+        if full.any():
+            budgets[full] = capacity[full]
+            open_ &= ~full
+            continue
+        floor = np.floor(share).astype(np.int64)
+        floor[np.argsort(-(share - floor), kind="stable")[:left - int(floor.sum())]] += 1
+        budgets += floor
+    if weighted and budgets.sum() < min(num_breaks, capacity.sum()):
+        budgets += window_budgets(capacity - budgets + 1, int(num_breaks - budgets.sum()))
+    return budgets
+
+
+def burn_probability(simulator, tile: Tile, num_fires: int, rng: np.random.Generator) -> np.ndarray:
+    """float32 (H, W): the share of ``num_fires`` untreated fires, ignited uniformly over the burnable cells of
+    the whole grid, that burn each cell (the fire risk that :func:`plan_in_windows` shares the budget by)."""
+    from firebreak_exp.planning.evaluation import draw_ignitions
+    return score_plan_fires(simulator, draw_ignitions(tile, num_fires, rng), None)[1]
+
+
+#: Windows planned together in lockstep (:func:`plan_together`): their policy values come from one forward pass.
+WINDOWS_TOGETHER = 32
 
 
 def plan_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, size: int, num_ignitions: int,
-                    batch_percent: float, make_scorer: Callable, rng: np.random.Generator) -> tuple:
+                    batch_percent: float, make_scorer: Callable, rng: np.random.Generator,
+                    risk: Optional[np.ndarray] = None) -> tuple:
     """:func:`plan_in_batches` window by window: ``size`` x ``size`` cells from the top-left corner (the last
     row and column of windows take what is left), each with ``num_ignitions`` planning fires of its
-    own (burning inside the window, as on a training tile), its share of the budget (:func:`window_budgets`)
-    and ``batch_percent`` % of its burnable cells per batch. ``make_scorer(env)`` as for
-    :func:`plan_in_batches`. Returns ``(cells of the whole grid, number of batches, number of windows)``."""
+    own (burning inside the window, as on a training tile), its share of the budget (:func:`window_budgets`:
+    in proportion to the window's sum of ``risk``, the burn probability (H, W) of fires over the whole grid, or
+    to its burnable cells without ``risk``) and ``batch_percent`` % of its burnable cells per batch.
+    ``make_scorer(env)`` as for :func:`plan_in_batches`. :data:`WINDOWS_TOGETHER` windows at a time are planned
+    in lockstep (:func:`plan_together`); each window's plan is what planning it alone gives. Returns
+    ``(cells of the whole grid, number of batches, number of windows)``."""
     from firebreak_exp.planning.evaluation import draw_ignitions
     rows, cols = landscape.tile.shape
     corners = [(r, c) for r in range(0, rows, size) for c in range(0, cols, size)]
     windows = [window_landscape(landscape, r, c, min(size, rows - r), min(size, cols - c)) for r, c in corners]
-    budgets = window_budgets(np.array([w.num_burnable for w in windows]), num_breaks)
+    weights = None
+    if risk is not None and float(np.sum(risk)) > 0:
+        weights = np.array([float(risk[r:r + size, c:c + size].sum()) for r, c in corners])
+    budgets = window_budgets(np.array([w.num_burnable for w in windows]), num_breaks, weights)
     build = CroppedRatesSimulator(simulator, type(simulator))
-    order, batches = [], 0
-    for (row, col), window, budget in zip(corners, windows, budgets):
-        if budget < 1:
-            continue
-        ignitions = draw_ignitions(window.tile, num_ignitions, rng)
-        cells, count, _ = plan_in_batches(window, build(window, scenario), scenario, int(budget), ignitions,
-                                          batch_size(window.num_burnable, batch_percent), make_scorer)
-        local_rows, local_cols = np.divmod(cells, window.tile.shape[1])
-        order.extend(((local_rows + row) * cols + local_cols + col).tolist())
-        batches += count
+    order, batches, group = [], 0, []
+    for index, ((row, col), window, budget) in enumerate(zip(corners, windows, budgets)):
+        if budget >= 1:
+            ignitions = draw_ignitions(window.tile, num_ignitions, rng)
+            group.append((row, col, GridPlan(window, build(window, scenario), scenario, int(budget), ignitions,
+                                             batch_size(window.num_burnable, batch_percent))))
+        if len(group) == WINDOWS_TOGETHER or (index == len(windows) - 1 and group):
+            plan_together([plan for _, _, plan in group], make_scorer)
+            for row0, col0, plan in group:
+                local_rows, local_cols = np.divmod(np.asarray(plan.order, np.int64), plan.env.grid_shape[1])
+                order.extend(((local_rows + row0) * cols + local_cols + col0).tolist())
+                batches += plan.batches
+            group = []
     return np.asarray(order, dtype=np.int64), batches, len(windows)
 
 

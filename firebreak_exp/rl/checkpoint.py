@@ -41,19 +41,6 @@ def _to_tensors(obj):
     return obj
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(temporary_path)`` then rename onto ``path``: readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _serialized(write) -> bytes:
     """What ``write(handle)`` writes, in memory: a failing disk then fails one plain write, never a
     half-written zip archive whose writer complains again when it is garbage-collected."""

@@ -23,7 +23,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 import zipfile
 import zlib
@@ -33,6 +32,7 @@ from typing import Optional
 import numpy as np
 from hydra.utils import instantiate
 
+from firebreak_exp.atomic import write_atomically
 from firebreak_exp.config import EXPERT_PLANNERS
 from firebreak_exp.factory import build_landscapes, env_factory
 from firebreak_exp.observation import build_observation, split_observation
@@ -156,16 +156,9 @@ def generate_expert_memories(cfg, episodes: int) -> dict:
     return memories
 
 
-def _atomic_savez(path: Path, arrays: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save_arrays(path: str, arrays: dict) -> None:
+    with open(path, "wb") as handle:   # a handle: given a file name, numpy would append ".npz" to it
+        np.savez_compressed(handle, **arrays)
 
 
 def load_or_generate_expert_memories(cfg, episodes: Optional[int] = None, regenerate: Optional[bool] = None,
@@ -190,7 +183,7 @@ def load_or_generate_expert_memories(cfg, episodes: Optional[int] = None, regene
         except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:
             log.warning("expert memories %s are unreadable (%s); regenerating", path, error)
     memories = generate_expert_memories(cfg, episodes)
-    _atomic_savez(path, memories)
+    write_atomically(path, lambda tmp: _save_arrays(tmp, memories))
     log.info("expert memories cached in %s", path)
     return memories
 

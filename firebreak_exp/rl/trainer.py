@@ -10,13 +10,13 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from firebreak_exp.factory import make_agent, make_replay, make_vector_env
 from firebreak_exp.interrupt import Interrupted, graceful_stop
-from firebreak_exp.planning.evaluation import evaluate_policy
+from firebreak_exp.planning.evaluation import HeldoutEvaluation
 from firebreak_exp.plots import plot_fuel_breaks, plot_training_curves
 from firebreak_exp.rl.checkpoint import CheckpointError, load_checkpoint, replay_file, save_checkpoint
 from firebreak_exp.rl.dqn import DQNAgent
-from firebreak_exp.rl.memories import fill_replay, load_or_generate_expert_memories, memory_stats
+from firebreak_exp.rl.memories import fill_replay, memory_stats
+from firebreak_exp.rl.parts import TrainingParts, build_training
 from firebreak_exp.rl.replay import NStepReturns, ReplayBuffer
 from firebreak_exp.vector.env import VectorizedFireEnv
 
@@ -98,40 +98,20 @@ class ParallelExperienceCollector:
         self.obs, self.infos = self.vec_env.set_env_states(state["env_states"])
 
 
-def seed_everything(seed: int, deterministic: bool = True) -> None:
-    """Seed Python, numpy and torch. ``deterministic`` turns off oneDNN convolutions: their rounding
-    depends on what the process ran before, so a resumed run would drift from an uninterrupted one."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.backends.mkldnn.enabled = not deterministic
-
-
-def build_training(cfg) -> tuple:
-    """Seed the run (:func:`seed_everything`), then build what training steps and updates, from ``cfg``:
-    ``(vec_env, agent, replay)`` of ``cfg.parallel``, ``cfg.agent`` and ``cfg.replay``."""
-    seed_everything(int(cfg.seed), cfg.trainer.deterministic)
-    vec_env = make_vector_env(cfg)
-    try:
-        obs_shape = vec_env.single_observation_space.shape
-        return vec_env, make_agent(cfg, obs_shape), make_replay(cfg, obs_shape)
-    except BaseException:
-        vec_env.close()
-        raise
-
-
 class ParallelFuelBreakTrainer:
     """Trains a DQN agent on the environments of a vector env (``cfg.trainer`` sets the loop).
 
-    ``parts`` is ``(vec_env, agent, replay)`` as :func:`build_training` builds them (the commands do); without
-    it ``train()`` builds them from ``cfg`` the same way. The trainer closes the vector env when done.
+    ``parts`` (:class:`~firebreak_exp.rl.parts.TrainingParts`: the vector env, agent, replay, end-of-run
+    evaluation and expert memories) are what :func:`~firebreak_exp.rl.parts.build_training` builds from
+    ``cfg``, as the train command does; without them ``train()`` builds them so. The trainer closes the
+    vector env when done.
     ``tracker`` (a firebreak_exp.commands.tracking.Tracker with a started run) receives metrics and artifacts;
     checkpoints go to ``<run_dir>/checkpoints`` and to the run's ``checkpoints/`` artifacts as they are written. With ``resume=True`` training continues from the
     newest readable checkpoint there, and metric steps already in the run are not logged again.
     """
 
     def __init__(self, cfg, run_dir: os.PathLike = ".", tracker=None, resume: bool = False,
-                 parts: Optional[tuple] = None):
+                 parts: Optional[TrainingParts] = None):
         self.cfg = cfg
         self.parts = parts
         self.run_dir = Path(run_dir)
@@ -160,7 +140,8 @@ class ParallelFuelBreakTrainer:
 
     def _train(self, stop) -> dict:
         cfg, trainer = self.cfg, self.cfg.trainer
-        vec_env, agent, replay = self.parts if self.parts is not None else build_training(cfg)
+        parts = self.parts if self.parts is not None else build_training(cfg, resume=self.resume)
+        vec_env, agent, replay = parts.vec_env, parts.agent, parts.replay
         with vec_env:
             collector = ParallelExperienceCollector(vec_env, agent, replay, agent.batch_size,
                                                     trainer.learning_starts, seed=int(cfg.seed))
@@ -168,8 +149,8 @@ class ParallelFuelBreakTrainer:
                     "history": {"episode": [], "return": [], "burned_area_reduction": [], "loss_step": [], "loss": []}}
             if self.resume:
                 loop = self._restore(agent, replay, collector)
-            elif trainer.expert_memories > 0:
-                self._pretrain(agent, replay)
+            elif parts.expert_memories is not None:
+                self._pretrain(agent, replay, parts.expert_memories)
             self.episodes_done = loop["episodes"]
             progress = _progress_bar(trainer.episodes, trainer.progress, initial=loop["episodes"])
             with stop.deferred():   # a signal is acted on here, after the vector step in flight
@@ -185,7 +166,7 @@ class ParallelFuelBreakTrainer:
             if not (self.checkpoint_dir / "best.pt").exists():
                 self._save(final_state, "best.pt")
             performance = collector.get_performance_stats()
-        return self._finish(agent, collector, loop, performance)
+        return self._finish(agent, parts.evaluation, collector, loop, performance)
 
     def _collect_and_log(self, loop, agent, replay, collector, progress, stop) -> None:
         """One collection of ``trainer.steps_per_collection`` vector steps, its metrics, and the periodic
@@ -229,9 +210,8 @@ class ParallelFuelBreakTrainer:
         if loop["episodes"] >= loop["next_checkpoint"]:
             self._periodic_checkpoint(loop, agent, replay, collector)
 
-    def _pretrain(self, agent, replay) -> None:
-        """Pre-fill the buffer with expert transitions and run ``pretrain_steps`` updates on them."""
-        memories = load_or_generate_expert_memories(self.cfg)
+    def _pretrain(self, agent, replay, memories: dict) -> None:
+        """Pre-fill the buffer with the expert ``memories`` and run ``pretrain_steps`` updates on them."""
         fill_replay(replay, memories, n_step=agent.n_step, gamma=agent.gamma)
         losses = [agent.update(replay.sample(agent.batch_size, agent.device))
                   for _ in range(self.cfg.trainer.pretrain_steps)]
@@ -292,9 +272,9 @@ class ParallelFuelBreakTrainer:
         return loop
 
     # -- end of training -----------------------------------------------------------------------
-    def _finish(self, agent, collector, loop, performance) -> dict:
+    def _finish(self, agent, evaluation: HeldoutEvaluation, collector, loop, performance) -> dict:
         history = loop["history"]
-        evaluation = evaluate_policy(self.cfg, agent, episodes=self.cfg.trainer.eval_episodes)
+        evaluation = evaluation(agent)
         summary = {"episodes": loop["episodes"], "experiences": collector.total_experiences,
                    "updates": collector.total_updates,
                    "final_return": float(np.mean(history["return"][-20:])) if history["return"] else 0.0,

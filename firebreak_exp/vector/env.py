@@ -19,7 +19,7 @@ last one.
 from __future__ import annotations
 
 import os
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import gymnasium as gym
 import numpy as np
@@ -31,21 +31,24 @@ from firebreak_exp.vector.backend import Backend, backend_class, resolve_backend
 class VectorizedFireEnv(gym.vector.VectorEnv):
     """``num_envs`` fuel-break environments over ``landscapes``, stepped by one backend (``runner``).
 
-    Override ``create_environment(index)`` to vectorize a custom environment; it
-    runs inside the worker for the process, joblib and dask backends, so the subclass must be
-    importable there. ``address`` (dask backend only) is a running Dask scheduler,
-    e.g. ``tcp://10.0.0.5:8786``; without it a LocalCluster of ``max_workers``
-    single-threaded worker processes starts on 127.0.0.1. ``share_fires`` (process backend only): the
-    workers burn each other's fires (:class:`~firebreak_exp.fire.sharing.FireExchange`). ``step_timeout_s``
-    (process, joblib and dask backends): seconds a worker may take to answer (to start, or to step its
-    environments) before it is stopped and WorkerDiedError names it; None waits as long as it takes.
+    ``env_class`` is the environment built for each index, ``env_class(landscapes, shared=SharedTiles,
+    **env_kwargs)``: FuelBreakEnv (None) or a subclass, e.g. the ``env`` group's ``_target_``. For other
+    custom environments override ``create_environment(index)``. Either runs inside the worker for the
+    process, joblib and dask backends, so the class must be importable there. ``address`` (dask backend
+    only) is a running Dask scheduler, e.g. ``tcp://10.0.0.5:8786``; without it a LocalCluster of
+    ``max_workers`` single-threaded worker processes starts on 127.0.0.1. ``share_fires`` (process backend
+    only): the workers burn each other's fires (:class:`~firebreak_exp.fire.sharing.FireExchange`).
+    ``step_timeout_s`` (process, joblib and dask backends): seconds a worker may take to answer (to start,
+    or to step its environments) before it is stopped and WorkerDiedError names it; None waits as long as
+    it takes.
     """
 
     metadata = {"autoreset_mode": AutoresetMode.SAME_STEP}
 
     def __init__(self, landscapes: Sequence[Any], num_envs: int, method: str = "sequential",
                  max_workers: Optional[int] = None, env_kwargs: Optional[dict] = None,
-                 address: Optional[str] = None, share_fires: bool = True, step_timeout_s: Optional[float] = None):
+                 address: Optional[str] = None, share_fires: bool = True, step_timeout_s: Optional[float] = None,
+                 env_class: Optional[Callable[..., gym.Env]] = None):
         if int(num_envs) <= 0:
             raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
         self.landscapes = landscapes
@@ -53,6 +56,7 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         self.backend = resolve_backend(method)
         self.address = (address or None) if self.backend == "dask" else None  # other backends ignore it
         self.env_kwargs = dict(env_kwargs or {})
+        self.env_class = env_class
         cores = os.cpu_count() or 1
         self.max_workers = max(1, min(self.num_envs, int(max_workers or cores)))
         self.share_fires = bool(share_fires) and self.backend == "process"
@@ -73,19 +77,19 @@ class VectorizedFireEnv(gym.vector.VectorEnv):
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
 
     def create_environment(self, index: int) -> gym.Env:
-        """Build environment ``index``: a FuelBreakEnv over all landscapes by default; the environments built in
-        one process share their tiles' simulators and static channels (``SharedTiles``)."""
+        """Build environment ``index``: an ``env_class`` (FuelBreakEnv by default) over all landscapes; the
+        environments built in one process share their tiles' simulators and static channels (``SharedTiles``)."""
         from firebreak_exp.environment import FuelBreakEnv, SharedTiles
         if getattr(self, "_shared_tiles", None) is None:   # per process: workers get a copy without it
             self._shared_tiles = SharedTiles()
-        return FuelBreakEnv(self.landscapes, shared=self._shared_tiles, **self.env_kwargs)
+        return (self.env_class or FuelBreakEnv)(self.landscapes, shared=self._shared_tiles, **self.env_kwargs)
 
     def builder(self) -> "VectorizedFireEnv":
         """A copy of this object without live workers, sent once to each worker, which calls its
         ``create_environment``."""
         clone = object.__new__(type(self))
         clone.__dict__.update({k: v for k, v in self.__dict__.items()
-                               if k in ("landscapes", "num_envs", "backend", "env_kwargs", "max_workers")})
+                               if k in ("landscapes", "num_envs", "backend", "env_kwargs", "env_class", "max_workers")})
         return clone
 
     # -- Gymnasium VectorEnv API ------------------------------------------------------------------

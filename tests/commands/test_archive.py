@@ -9,7 +9,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from firebreak_exp.commands.archive import absolute_uri
+from conftest import ROOT
+from firebreak_exp.commands.archive import absolute_uri, load_archive
 
 
 def run_cli(*args: str, cwd, env=None) -> None:
@@ -22,6 +23,56 @@ def metrics(client: MlflowClient, run_id: str) -> dict:
     run = client.get_run(run_id)
     return {key: [(m.step, m.value) for m in client.get_metric_history(run_id, key)]
             for key in run.data.metrics if not key.startswith("perf/")}
+
+
+def _other_version(cfg, fault: str):
+    """``cfg`` as a plain dict, as an archive of a version whose keys differ would hold it."""
+    plain = OmegaConf.to_container(cfg)
+    if fault == "moved_key":         # num_ignitions lived in the scenario
+        plain["scenario"]["num_ignitions"] = plain["env"].pop("num_ignitions")
+    elif fault == "moved_target":    # the simulators lived in firebreak_exp.simulation
+        plain["simulator"]["_target_"] = "firebreak_exp.simulation.TravelTimeSimulator"
+    elif fault == "missing_value":   # the environment was built without _target_
+        del plain["env"]["_target_"]
+    return plain
+
+
+# fault -> the one line's words after the file name: the key and what this version expects
+OTHER_VERSION = {
+    "moved_key": ["scenario.num_ignitions: Key 'num_ignitions' not in 'ScenarioConfig'; scenario has the keys "
+                  "_target_, wind_speed,", "; this version has num_ignitions as env.num_ignitions"],
+    "moved_target": ["simulator._target_=firebreak_exp.simulation.TravelTimeSimulator does not import",
+                     "expected one of firebreak_exp.fire.reference.PyretechnicsSimulator (conf/simulator/pyretechnics"
+                     ".yaml), firebreak_exp.fire.travel_time.TravelTimeSimulator (conf/simulator/travel_time.yaml)"],
+    "missing_value": ["env._target_ has no value; expected one of firebreak_exp.environment.FuelBreakEnv "
+                      "(conf/env/default.yaml)"],
+}
+
+
+@pytest.mark.parametrize("fault", sorted(OTHER_VERSION))
+def test_an_archive_this_version_cannot_build_is_refused_naming_the_key(make_cfg, tmp_path, fault):
+    path = tmp_path / "config.yaml"
+    OmegaConf.save(_other_version(make_cfg(), fault), path)
+    with pytest.raises(ValueError) as refused:
+        load_archive(path)
+    line = str(refused.value)
+    assert line.startswith(f"archived config {path}: ") and "\n" not in line
+    for words in OTHER_VERSION[fault]:
+        assert words in line, (words, line)
+
+
+def test_resuming_a_run_of_another_version_exits_2_in_one_line(make_cfg, tmp_path):
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir(parents=True)
+    OmegaConf.save(_other_version(make_cfg(), "moved_target"), run / ".hydra" / "config.yaml")
+    (run / ".mlflow_run_id").write_text("0" * 32)
+    result = subprocess.run([sys.executable, "-m", "firebreak_exp", f"resume={run}", f"hydra.run.dir={tmp_path / 'out'}"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 2 and "Traceback" not in result.stderr + result.stdout, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"firebreak_exp: error: archived config {run}/.hydra/config.yaml: "
+                                                   f"simulator._target_=firebreak_exp.simulation."), lines
+    assert not (tmp_path / "mlflow.db").exists()       # refused before the archive's tracking store is opened
 
 
 def test_relative_sqlite_uris_become_absolute(tmp_path):

@@ -127,6 +127,7 @@ def test_fire_counts_agree_across_backends_with_several_environments_per_worker(
     assert counts["joblib"] == counts["process"]   # the same split; joblib workers burn only their own fires
 
 
+@pytest.mark.slow
 def test_plot_and_one_finished_mlflow_run_with_the_artifacts(quick):
     bench = quick["work"] / "bench"
     assert (bench / "speedup.png").stat().st_size > 1000

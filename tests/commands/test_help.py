@@ -1,4 +1,4 @@
-"""``--help`` of the three commands: the app, what it does, its config groups with their options, examples."""
+"""``--help`` of the four commands: the app, what it does, its config groups with their options, examples."""
 import re
 import subprocess
 import sys
@@ -32,6 +32,7 @@ def options(group: str) -> list:
     ("firebreak_exp", TRAINING_GROUPS, {"parallel": "process", "simulator": "travel_time"}),
     ("firebreak_exp.evaluate", TRAINING_GROUPS, {"parallel": "sequential", "simulator": "pyretechnics"}),
     ("firebreak_exp.benchmark", ["benchmark"] + TRAINING_GROUPS, {"benchmark": "default", "parallel": "sequential"}),
+    ("firebreak_exp.plan", TRAINING_GROUPS, {"parallel": "sequential", "simulator": "travel_time"}),
 ])
 def test_help_names_the_app_and_lists_its_groups_and_examples(module, groups, chosen):
     text = help_text(module)

@@ -160,6 +160,7 @@ def test_a_signal_stops_a_sweep_and_leaves_its_parent_run_killed(tmp_path, signu
     assert not (sweep_dir / "1").exists()
 
 
+@pytest.mark.slow
 def test_resume_auto_leaves_a_finished_run_alone_and_refuses_another_config(tmp_path):
     uri, run_dir = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "run"
     common = ["experiment=smoke", "trainer.episodes=2", "trainer.eval_episodes=1", "resume=auto", f"tracking.uri={uri}",

@@ -128,6 +128,7 @@ def test_flow_plan_lines_up_with_the_input(rasters, tmp_path):
     assert "flow" in result.stdout and "R" in result.stdout
 
 
+@pytest.mark.slow
 def test_budget_in_hectares(rasters, tmp_path):
     run_plan("method=random", "landscape=landfire", f"landscape.raster_dir={rasters}", "budget_hectares=9",
              f"hydra.run.dir={tmp_path / 'run'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *FAST)
@@ -179,6 +180,7 @@ def test_comparison_is_one_parent_run_with_a_child_per_method(rasters, tmp_path)
         assert parent.data.metrics[f"{child.data.tags['method']}/R"] == pytest.approx(child.data.metrics["R"])
 
 
+@pytest.mark.slow
 def test_planning_in_windows_of_the_training_tile_size(rasters, tmp_path):
     training = _training_run(tmp_path / "training", len(CHANNELS))
     run_plan("method=[policy,flow]", f"checkpoint={training}", "landscape=landfire", f"landscape.raster_dir={rasters}",
@@ -188,6 +190,7 @@ def test_planning_in_windows_of_the_training_tile_size(rasters, tmp_path):
         record = _check_outputs(tmp_path / "run" / method, rasters)
         assert record["planning"]["plan_window"] == 12 and record["planning"]["windows"] == 3 * 4
         assert record["planning"]["ignitions_per_window"] == 3          # the smoke training's env.num_ignitions
+        assert record["planning"]["window_budget"] == "risk" and record["planning"]["risk_ignitions"] == 1024
 
 
 @pytest.mark.slow
@@ -205,6 +208,7 @@ def test_a_multirun_over_methods_is_a_child_run_per_job(rasters, tmp_path):
     assert all(r.data.tags["mlflow.parentRunId"] == sweep.info.run_id for r in jobs)
 
 
+@pytest.mark.slow
 def test_worcester_window_keeps_its_place_and_nodata(tmp_path):
     worcester = require_worcester()
     window = [40, 100, 60, 70]                        # on the county boundary: half of it is nodata
@@ -224,6 +228,8 @@ BAD_INPUT = {
     "policy_without_checkpoint": (["method=policy"], ["method=policy needs checkpoint"]),
     "unknown_method": (["method=[flow,magic]"], ["magic", "policy"]),
     "window_outside": (["window=[30,0,20,20]"], ["window=[30, 0, 20, 20]", "inside the 36 x 44 raster"]),
+    "window_budget_unknown": (["window_budget=area"], ["window_budget=area", "risk", "burnable"]),
+    "risk_ignitions_zero": (["risk_ignitions=0"], ["risk_ignitions=0", "positive integer"]),
 }
 
 

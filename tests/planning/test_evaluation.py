@@ -4,14 +4,14 @@ import pytest
 
 from firebreak_exp.factory import build_landscapes
 from firebreak_exp.observation import CHANNELS
-from firebreak_exp.planning.evaluation import bootstrap_ci, evaluate_policy, ratio_r
+from firebreak_exp.planning.evaluation import HeldoutEvaluation, bootstrap_ci, ratio_r
 from conftest import make_agent
 
-def test_evaluate_policy_scores_the_policy_against_baselines(make_cfg):
+def test_heldout_evaluation_scores_the_policy_against_baselines(make_cfg):
     cfg = make_cfg("simulator=travel_time")
     tile = build_landscapes(cfg).heldout[0]
     agent = make_agent((len(CHANNELS), *tile.shape), channels=4, num_layers=2)
-    evaluation = evaluate_policy(cfg, agent, episodes=2)
+    evaluation = HeldoutEvaluation.from_config(cfg, episodes=2)(agent)
     summary = evaluation["summary"]
     assert summary["episodes"] == 2
     assert summary["burned_area_reduction"] == pytest.approx(

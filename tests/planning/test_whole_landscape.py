@@ -1,16 +1,21 @@
 """Planning a whole landscape in process: the grid over a raster with nodata, budgets, batch selection, the
 env's batch step and batched fire-flow planning, on a small synthetic raster with real simulations."""
 import dataclasses
+import types
 
 import numpy as np
 import pytest
+import torch
 
 from firebreak_exp.environment import FuelBreakEnv
 from firebreak_exp.fire import TravelTimeSimulator
 from firebreak_exp.landscape import read_layers, write_synthetic_landscape
-from firebreak_exp.planning.whole_landscape import (CroppedRatesSimulator, budget_cells, flow_scorer,
-                                                    plan_in_batches, plan_in_windows, top_cells, whole_landscape,
-                                                    window_budgets, window_landscape)
+from firebreak_exp.observation import CHANNELS
+from firebreak_exp.planning.evaluation import draw_ignitions
+from firebreak_exp.planning.whole_landscape import (CroppedRatesSimulator, PolicyScorer, batch_size, budget_cells,
+                                                    burn_probability, flow_scorer, plan_in_batches, plan_in_windows,
+                                                    top_cells, whole_landscape, window_budgets, window_landscape)
+from firebreak_exp.rl.network import QNetwork
 from conftest import DRY_SUMMER
 
 
@@ -117,6 +122,38 @@ def test_window_budgets_share_the_breaks_by_burnable_cells():
     assert window_budgets(np.array([10, 10, 10]), 4).sum() == 4
 
 
+def test_window_budgets_follow_the_weights_up_to_each_window_s_room():
+    burnable = np.array([100, 100, 100, 100, 2])
+    budgets = window_budgets(burnable, 50, np.array([10.0, 1.0, 0.0, 1.0, 5.0]))
+    assert budgets.tolist() == [41, 4, 0, 4, 1] and budgets.sum() == 50   # the last window holds one break
+    budgets = window_budgets(burnable, 150, np.array([100.0, 1.0, 0.0, 1.0, 1.0]))
+    assert budgets.tolist() == [99, 25, 0, 25, 1]                          # the first is full: the rest shared
+    budgets = window_budgets(burnable, 380, np.array([100.0, 1.0, 0.0, 1.0, 1.0]))
+    assert budgets.sum() == 380 and budgets[2] == 380 - 99 * 3 - 1         # weight 0 takes what others cannot
+
+
+def test_windows_share_the_budget_by_fire_risk(small):
+    landscape, scenario, simulator = small
+    budget = budget_cells(landscape, 5.0)
+    risk = burn_probability(simulator, landscape.tile, 64, np.random.default_rng(1))
+    assert risk.shape == landscape.tile.shape and risk.max() <= 1.0 and risk[~landscape.tile.burnable].max() == 0.0
+    per_window = {}
+    for name, weights in (("risk", risk), ("burnable", None)):
+        cells, _, windows = plan_in_windows(landscape, simulator, scenario, budget, 16, 8, 1.0, flow_scorer,
+                                            np.random.default_rng(0), weights)
+        assert windows == 9 and len(cells) == len(set(cells.tolist())) == budget
+        assert landscape.tile.burnable.ravel()[cells].all()
+        rows, cols = np.divmod(cells, landscape.tile.shape[1])
+        per_window[name] = np.bincount((rows // 16) * 3 + cols // 16, minlength=9)
+    window_risk = np.array([risk[r:r + 16, c:c + 16].sum() for r in (0, 16, 32) for c in (0, 16, 32)])
+    burnable = np.array([landscape.tile.burnable[r:r + 16, c:c + 16].sum() for r in (0, 16, 32) for c in (0, 16, 32)])
+    riskiest, safest = np.argmax(window_risk / burnable), np.argmin(np.where(burnable > 0, window_risk / burnable, 9))
+    assert window_risk[riskiest] / burnable[riskiest] > 2 * window_risk[safest] / burnable[safest]
+    # per burnable cell, risk shares give the riskiest window more breaks than the safest, burnable shares do not
+    assert per_window["risk"][riskiest] * burnable[safest] > per_window["risk"][safest] * burnable[riskiest]
+    assert per_window["risk"][riskiest] > per_window["burnable"][riskiest]
+
+
 def test_planning_window_by_window_covers_the_grid(small):
     landscape, scenario, simulator = small
     budget = budget_cells(landscape, 5.0)
@@ -127,3 +164,28 @@ def test_planning_window_by_window_covers_the_grid(small):
     rows, cols = np.divmod(cells, landscape.tile.shape[1])
     per_window = np.bincount((rows // 16) * 3 + cols // 16, minlength=9)
     assert (per_window > 0).sum() >= 7                   # every window with burnable cells gets its share
+
+
+@pytest.mark.parametrize("method", ["flow", "policy"])
+def test_windows_planned_together_plan_as_each_alone(small, method):
+    """Lockstep planning (policy values of all windows in one forward pass) gives each window the plan that
+    planning it alone gives."""
+    landscape, scenario, simulator = small
+    torch.manual_seed(0)
+    agent = types.SimpleNamespace(device=torch.device("cpu"), q_network=QNetwork(len(CHANNELS), 8, 2).eval())
+    scorer = flow_scorer if method == "flow" else PolicyScorer(agent)
+    budget = budget_cells(landscape, 5.0)
+    cells, _, _ = plan_in_windows(landscape, simulator, scenario, budget, 16, 8, 1.0, scorer, np.random.default_rng(0))
+    rng, alone = np.random.default_rng(0), []
+    budgets = window_budgets(np.array([landscape.tile.burnable[r:r + 16, c:c + 16].sum()
+                                       for r in (0, 16, 32) for c in (0, 16, 32)]), budget)
+    for (row, col), share in zip([(r, c) for r in (0, 16, 32) for c in (0, 16, 32)], budgets):
+        if share < 1:
+            continue
+        window = window_landscape(landscape, row, col, min(16, 36 - row), min(16, 44 - col))
+        ignitions = draw_ignitions(window.tile, 8, rng)
+        local, _, _ = plan_in_batches(window, CroppedRatesSimulator(simulator, TravelTimeSimulator)(window, scenario),
+                                      scenario, int(share), ignitions, batch_size(window.num_burnable, 1.0), scorer)
+        rows, cols = np.divmod(local, window.tile.shape[1])
+        alone.extend(((rows + row) * 44 + cols + col).tolist())
+    assert cells.tolist() == alone

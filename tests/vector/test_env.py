@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 from conftest import rollout
+from custom_env import DoubledRewardEnv
 
 from firebreak_exp import make_vector_env
 
@@ -47,6 +48,23 @@ def test_environments_of_one_process_share_their_tiles_simulators(make_cfg):
     for a, b in zip(shared_trace, own_trace, strict=True):
         np.testing.assert_array_equal(a, b)
     assert shared_stats == own_stats
+
+
+@pytest.mark.parametrize("backend", ["sequential", "process"])
+def test_the_env_groups_target_is_the_environment_of_every_backend(make_cfg, backend):
+    """``env._target_=<module.Class>`` (a FuelBreakEnv subclass) is what each environment is, in this process
+    and in the worker processes: its doubled rewards come back, with the same observations."""
+    cfg = make_cfg("parallel.num_envs=2")
+    with make_vector_env(cfg, backend="sequential") as vec_env:
+        reference, reference_stats = rollout(vec_env, seed=3, steps=8)
+    custom = make_cfg("parallel.num_envs=2", "env._target_=custom_env.DoubledRewardEnv")
+    with make_vector_env(custom, backend=backend, max_workers=2) as vec_env:
+        assert vec_env.call("__getattribute__", "__class__") == (DoubledRewardEnv, DoubledRewardEnv)
+        trace, stats = rollout(vec_env, seed=3, steps=8)
+    assert len(trace) == len(reference) and np.abs(np.concatenate(reference[2::4])).sum() > 0
+    for i, (a, b) in enumerate(zip(trace, reference)):   # per step: observations, rewards, terminations, finals
+        np.testing.assert_array_equal(a, 2 * b if i % 4 == 2 else b)
+    assert stats["total_episodes"] == reference_stats["total_episodes"] > 0
 
 
 def test_vector_env_validates_arguments(make_cfg):
