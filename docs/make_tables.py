@@ -217,11 +217,12 @@ def readme_figures() -> str:
     for e2e in bench.get("end_to_end", []):
         rows.append((f"experiences/s while learning, {e2e['backend']} × {e2e['num_envs']}",
                      f"{e2e['experiences_per_s']:.0f}", run_benchmark))
-    learning = _load("learning/synthetic_seeds_summary.json")["methods"]
-    held_out = ", ".join(f"{_method(m)} {learning[m]['R_mean'][0]:.3f} ({learning[m]['R_worst'][0]:.3f})"
-                         for m in ("policy", "policy_search", "flow", "greedy") if m in learning)
-    rows.append(("held-out R at 5 %, synthetic, mean (worst) of seeds 0–2", held_out,
-                 "[docs/learning.md](docs/learning.md)"))
+    for landscape, file in (("synthetic", "synthetic"), ("Worcester sample", "worcester")):
+        learning = _load(f"learning/{file}_seeds_summary.json")["methods"]
+        held_out = ", ".join(f"{_method(m)} {learning[m]['R_mean'][0]:.3f} ({learning[m]['R_worst'][0]:.3f})"
+                             for m in ("policy", "policy_search", "flow", "greedy") if m in learning)
+        rows.append((f"held-out R at 5 %, {landscape}, mean (worst) of seeds 0–2", held_out,
+                     "[docs/learning.md](docs/learning.md)"))
     plan = _load("plan.json")["default"]
     whole = ", ".join(f"{_method(m)} {plan['methods'][m]['R']:.3f}" for m in ("policy", "flow", "random", "domirank"))
     rows.append(("R at 5 %, whole Worcester sample, `python -m firebreak_exp.plan`",

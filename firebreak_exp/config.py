@@ -119,7 +119,7 @@ class TrainerConfig:
     checkpoint_frequency: int = MISSING        # episodes between periodic checkpoints
     eval_episodes: int = MISSING               # held-out tiles scored at the end (policy vs baselines)
     expert_memories: int = MISSING             # expert episodes turned into replay transitions (0 = none)
-    expert_planner: str = MISSING              # the expert: flow | domirank (the seed's)
+    expert_planner: str = MISSING              # the expert: one of EXPERT_PLANNERS
     memory_simulations: int = MISSING          # fires each expert episode shows
     regenerate_memories: bool = MISSING        # rebuild the cached expert memories under outputs/
     pretrain_steps: int = MISSING              # learner updates on expert memories before exploration
@@ -190,6 +190,8 @@ LIMIT_REASONS = {"trainer.steps_per_collection": "vector steps between metric lo
                  "agent.num_layers": "conv layers; the 16th has a dilation of 32,768 cells",
                  "trainer.memory_simulations": "fires each expert episode shows"}
 MAX_NUM_ENVS = 4096
+#: planners (``planners.<name>``) that can play the expert memories: those that plan without a trained agent
+EXPERT_PLANNERS = ("flow", "domirank", "flow_search", "local_search")
 #: Accepted side of the generated raster (source=synthetic), cells: 5,000 cells are 150 km at 30 m.
 SYNTHETIC_SIDE_RANGE = (2, 5000)
 
@@ -228,8 +230,8 @@ def check_values(cfg: Any) -> None:
         value = cfg.env[key]
         if not 0 < value <= 100:
             raise ValueError(f"env.{key}={value}: expected a percentage in (0, 100]")
-    if cfg.trainer.expert_planner not in ("domirank", "flow"):
-        raise ValueError(f"trainer.expert_planner={cfg.trainer.expert_planner}: expected 'domirank' or 'flow'")
+    if cfg.trainer.expert_planner not in EXPERT_PLANNERS:
+        raise ValueError(f"trainer.expert_planner={cfg.trainer.expert_planner}: expected one of {EXPERT_PLANNERS}")
     if not 0 <= cfg.landscape.heldout_fraction < 1:
         raise ValueError(f"landscape.heldout_fraction={cfg.landscape.heldout_fraction}: expected a value in [0, 1)")
     if cfg.landscape.source == "synthetic":

@@ -751,6 +751,15 @@ def _cached_synthetic_stack(folder: Path, rows: int, cols: int, seed: int, layer
     return read_layers(write_synthetic_landscape(folder, rows, cols, seed), layer_patterns)
 
 
+def _with_burnable_cells(tiles: list[Tile], where) -> list[Tile]:
+    """The tiles holding at least one burnable cell (no fire can burn on the others, no break be placed), order
+    kept; how many were dropped is logged."""
+    kept = [tile for tile in tiles if tile.burnable.any()]
+    if len(kept) < len(tiles):
+        log.info("dropped %d of %d tiles of %s without burnable cells", len(tiles) - len(kept), len(tiles), where)
+    return kept
+
+
 @functools.lru_cache(maxsize=16)
 def _load_landscapes_cached(
     source, grid_size, num_landscapes, heldout_fraction, raster_dir, patterns_key,
@@ -768,6 +777,9 @@ def _load_landscapes_cached(
     if not tiles:
         raise LandscapeError(f"no {grid_size}×{grid_size} tile of {raster_dir} lies fully inside the valid (non-nodata) area")
     train, heldout = split_tiles(tiles, heldout_fraction)
+    train, heldout = _with_burnable_cells(train, raster_dir), _with_burnable_cells(heldout, raster_dir)
+    if not train:
+        raise LandscapeError(f"no {grid_size}×{grid_size} training tile of {raster_dir} holds a burnable cell")
     if num_landscapes is not None:
         train = _evenly_spaced(train, num_landscapes)
         if heldout_fraction > 0:

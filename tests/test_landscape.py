@@ -513,3 +513,31 @@ def test_no_tile_survives(broken_copy):
     _rewrite(path, data=data)
     with pytest.raises(LandscapeError, match="no 10×10 tile"):
         load_landscapes("landfire", 10, None, 0.2, raster_dir=str(broken_copy), **LANDFIRE)
+
+
+def test_tiles_without_burnable_cells_are_dropped(broken_copy, caplog):
+    """A tile of water or rock alone (no burnable cell) has no fire to stop: it leaves the tile sets, and a log
+    line says how many went."""
+    path = _layer_path(broken_copy, "fuel_model")
+    data = _read_raw(path)
+    data[:10, :10] = 98           # the top-left training tile: open water
+    data[20:30, 30:40] = 99       # a held-out tile: bare ground
+    _rewrite(path, data=data)
+    every = cut_tiles(read_layers(broken_copy), 10)
+    with caplog.at_level("INFO", logger="firebreak_exp.landscape"):
+        tiles = load_landscapes("landfire", 10, None, 0.25, raster_dir=str(broken_copy), **LANDFIRE)
+    names = {tile.name for tile in tiles.tiles}
+    assert len(tiles) == len(every) - 2
+    assert not any(name.endswith(("r0000_c0000", "r0020_c0030")) for name in names)
+    assert all(tile.burnable.any() for tile in tiles.tiles)
+    dropped = [r.getMessage() for r in caplog.records if "without burnable cells" in r.getMessage()]
+    where = broken_copy.resolve()
+    assert dropped == [f"dropped 1 of 12 tiles of {where} without burnable cells",
+                       f"dropped 1 of 4 tiles of {where} without burnable cells"]
+
+
+def test_no_training_tile_burns(broken_copy):
+    path = _layer_path(broken_copy, "fuel_model")
+    _rewrite(path, data=np.full((40, 40), 91, dtype=np.int16))
+    with pytest.raises(LandscapeError, match="no 10×10 training tile .* holds a burnable cell"):
+        load_landscapes("landfire", 10, None, 0.25, raster_dir=str(broken_copy), **LANDFIRE)

@@ -1,6 +1,8 @@
 """Expert memories: an expert planner's plans played through the fuel-break MDP as replay transitions,
-cached on disk. The expert is ``trainer.expert_planner``: ``domirank`` (the seed's) or ``flow``
-(:class:`~firebreak_exp.planning.planners.FireFlowPlanner`, which plans from the fires the episode shows).
+cached on disk. The expert is ``trainer.expert_planner``, a planner of ``conf/planners/`` that needs no trained
+agent: ``flow`` (:class:`~firebreak_exp.planning.planners.FireFlowPlanner`, which plans from the fires the episode
+shows), ``domirank`` (the seed's), or a search that improves on fire flow with simulations of those fires
+(``flow_search``, ``local_search``: expert iteration's stronger demonstrator, at more seconds per episode).
 
 Episode ``i`` runs FuelBreakEnv from reset on training tile ``i % len(train)`` (seed
 ``cfg.seed + MEMORY_SEED_OFFSET + i``, so its ignitions differ from the training environments', which are
@@ -31,6 +33,7 @@ import numpy as np
 from hydra.utils import instantiate
 
 from firebreak_exp.atomic import write_atomically
+from firebreak_exp.config import EXPERT_PLANNERS
 from firebreak_exp.factory import build_landscapes, env_factory
 from firebreak_exp.observation import build_observation, split_observation
 from firebreak_exp.rl.replay import NStepReturns
@@ -66,8 +69,8 @@ def memory_config(cfg, episodes: int) -> dict:
 def expert_settings(cfg) -> dict:
     """The expert planner's name (``trainer.expert_planner``) and its config (``planners.<name>``)."""
     name = str(cfg.trainer.expert_planner)
-    if name not in ("domirank", "flow"):
-        raise ValueError(f"trainer.expert_planner={name}: expected 'domirank' or 'flow'")
+    if name not in EXPERT_PLANNERS:
+        raise ValueError(f"trainer.expert_planner={name}: expected one of {EXPERT_PLANNERS}")
     return {"name": name, **_plain(cfg.planners[name])}
 
 

@@ -97,6 +97,29 @@ def test_flow_expert_plays_the_fire_flow_plan_of_the_shown_fires(make_cfg, tmp_p
         assert np.array_equal(memories["actions"][memories["episode"] == e], plan)
 
 
+def test_local_search_expert_plays_its_improved_plan(make_cfg, tmp_path):
+    """Expert iteration's stronger demonstrator: the local search's plan of the shown fires, which burns no more
+    of them than the fire-flow plan it starts from; the search and its settings are in the cache key."""
+    from firebreak_exp.planning.planners import FireFlowPlanner
+    from firebreak_exp.planning.search import LocalSearchPlanner
+    settings = ("planners.local_search.candidates=4", "planners.local_search.max_passes=1")
+    cfg = make_cfg(*OVERRIDES, "trainer.expert_planner=local_search", *settings)
+    memories = load_or_generate_expert_memories(cfg, cache_dir=tmp_path)
+    flow_cfg = make_cfg(*OVERRIDES, "trainer.expert_planner=flow", *settings)
+    wider = make_cfg(*OVERRIDES, "trainer.expert_planner=local_search", "planners.local_search.candidates=8")
+    assert len({memory_path(c, 3, tmp_path) for c in (cfg, flow_cfg, wider)}) == 3
+    env = env_factory(cfg)(build_landscapes(cfg).train, num_ignitions=2)
+    for e in range(3):
+        env.reset(seed=int(cfg.seed) + MEMORY_SEED_OFFSET + e, options={"tile_index": int(memories["episode_tile"][e])})
+        tile, simulator = env.landscapes[env.tile_index], env.simulator(env.tile_index)
+        search = LocalSearchPlanner(FireFlowPlanner(), candidates=4, max_passes=1)
+        plan = search.plan(tile, simulator, env.scenario, env.budget, env.ignitions, np.random.default_rng(e))
+        assert np.array_equal(memories["actions"][memories["episode"] == e], plan)
+        assert search.last_search["burned_cells"] <= search.last_search["initial_burned_cells"]
+    with pytest.raises(ValueError, match="trainer.expert_planner=policy: expected one of"):
+        make_cfg(*OVERRIDES, "trainer.expert_planner=policy")
+
+
 @pytest.mark.slow
 def test_margin_loss_pretraining_imitates_the_expert(make_cfg, tmp_path):
     """DQfD pre-training: with the large-margin loss the greedy policy picks the expert's cell on (nearly)
