@@ -366,7 +366,8 @@ def cut_tiles(stack: RasterStack, grid_size: int, stride: int | None = None) -> 
         raise LandscapeError(f"stride must be an integer >= 1, got {stride!r}")
     if grid_size > rows or grid_size > cols:
         where = os.path.commonpath([str(p) for p in stack.paths.values()]) if stack.paths else stack.name
-        raise LandscapeError(f"grid_size {grid_size} is larger than the raster {rows}×{cols} of {where}")
+        raise LandscapeError(f"landscape.grid_size={grid_size}: expected at most {min(rows, cols)} cells, the shorter "
+                             f"side of the raster {rows}×{cols} of {where}")
 
     # Summed-area table of invalid cells: the count inside any rectangle costs four lookups.
     invalid_sum = np.zeros((rows + 1, cols + 1), dtype=np.int64)

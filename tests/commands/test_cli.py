@@ -78,7 +78,7 @@ RASTER_CASES = {
     "truncated_geotiff": (_truncated, "elevation", [], ["cannot read elevation raster {path}",
                                                         "corrupt or truncated GeoTIFF"]),
     "grid_size_larger_than_raster": (None, None, ["landscape.grid_size=50"],
-                                     ["grid_size 50 is larger than the raster 40×40 of {dir}"]),
+                                     ["landscape.grid_size=50: expected at most 40 cells, the shorter side of the raster 40×40 of {dir}"]),
     "raster_dir_missing": (None, None, ["landscape.raster_dir={tmp}/nowhere"],
                            ["raster folder {tmp}/nowhere does not exist"]),
 }
