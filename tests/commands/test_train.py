@@ -141,21 +141,22 @@ def test_a_killed_runs_checkpoints_are_in_mlflow(tmp_path):
                                 f"landscape.cache_dir={tmp_path / 'landscapes'}"], cwd=ROOT,
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     client = MlflowClient(tracking_uri=uri)
-    logged = []
+    complete = []      # periodic checkpoints logged together with their replay buffers
     try:
         deadline = time.monotonic() + 300
-        while not logged:
+        while not complete:   # the two files of a checkpoint reach the store one after the other
             assert process.poll() is None, process.stderr.read()[-3000:]
             assert time.monotonic() < deadline, "no periodic checkpoint in MLflow within 300 s"
             time.sleep(0.5)
             if (run_dir / ".mlflow_run_id").exists():
                 run_id = (run_dir / ".mlflow_run_id").read_text().strip()
-                logged = [f for f in _artifact_files(client, run_id, "checkpoints") if "episode_" in f]
+                logged = set(_artifact_files(client, run_id, "checkpoints"))
+                complete = sorted(f for f in logged if "episode_" in f and f.endswith(".pt")
+                                  and f.replace(".pt", ".replay.npz") in logged)
     finally:
         process.kill()
         process.wait()
-    episode = sorted(f for f in logged if f.endswith(".pt"))[0]
-    assert episode.replace(".pt", ".replay.npz") in _artifact_files(client, run_id, "checkpoints")
+    episode = complete[0]
     assert client.get_run(run_id).info.status == "RUNNING"   # killed: it never finished
     downloaded = Path(client.download_artifacts(run_id, "checkpoints", str(tmp_path / "downloaded")))
     state = load_checkpoint(downloaded / Path(episode).name)
