@@ -38,12 +38,7 @@ class PolicyGuide:
 
     def scores(self, obs: np.ndarray) -> np.ndarray:
         """float64 (N, H*W) of (N, C, H, W) observations."""
-        import torch
-        with torch.no_grad():
-            batch = torch.as_tensor(np.ascontiguousarray(obs), device=self.agent.device)
-            if self.agent.device.type == "cpu":
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            return self.agent.q_network(batch).double().cpu().numpy()
+        return self.agent.q_values(obs)
 
 
 class FlowGuide:

@@ -171,17 +171,12 @@ class PolicyScorer:
 
     def many(self, observations: list) -> list:
         """``[(Q-values float64 (H * W,), None)]`` of each observation (C, H, W)."""
-        import torch
         out = [None] * len(observations)
         shapes = {}
         for index, obs in enumerate(observations):
             shapes.setdefault(obs.shape, []).append(index)
         for indices in shapes.values():
-            batch = torch.as_tensor(np.stack([observations[i] for i in indices]), device=self.agent.device)
-            if self.agent.device.type == "cpu":
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            with torch.no_grad():
-                values = self.agent.q_network(batch).cpu().numpy().astype(np.float64)
+            values = self.agent.q_values(np.stack([observations[i] for i in indices]))
             for row, index in enumerate(indices):
                 out[index] = (values[row], None)
         return out

@@ -72,6 +72,17 @@ class DQNAgent:
         return self.epsilon_start + fraction * (self.epsilon_end - self.epsilon_start)
 
     @torch.no_grad()
+    def _batch(self, obs) -> torch.Tensor:
+        batch = torch.as_tensor(np.ascontiguousarray(obs), device=self.device)
+        if self.device.type == "cpu":   # the network's layout: no conversion inside every convolution
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return batch
+
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        """float64 (N, H*W) Q-values of (N, C, H, W) observations, one forward pass without gradients."""
+        with torch.no_grad():
+            return self.q_network(self._batch(obs)).double().cpu().numpy()
+
     def act(self, obs: np.ndarray, masks: np.ndarray, epsilon: float) -> np.ndarray:
         """Epsilon-greedy actions for a batch of observations: one forward pass for all the environments
         that act greedily (none when all explore); an exploring environment without a valid cell gets the
@@ -81,10 +92,7 @@ class DQNAgent:
         actions = np.zeros(len(obs), np.int64)
         greedy = np.flatnonzero(~explore)
         if len(greedy):
-            batch = torch.as_tensor(np.asarray(obs)[greedy], device=self.device)
-            if self.device.type == "cpu":   # the network's layout: no conversion inside every convolution
-                batch = batch.contiguous(memory_format=torch.channels_last)
-            q_values = self.q_network(batch)
+            q_values = self.q_network(self._batch(np.asarray(obs)[greedy]))
             valid = torch.as_tensor(masks[greedy], device=self.device)
             actions[greedy] = masked_argmax(q_values, valid).cpu().numpy()
         for i in np.flatnonzero(explore):

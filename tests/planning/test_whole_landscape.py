@@ -172,7 +172,8 @@ def test_windows_planned_together_plan_as_each_alone(small, method):
     planning it alone gives."""
     landscape, scenario, simulator = small
     torch.manual_seed(0)
-    agent = types.SimpleNamespace(device=torch.device("cpu"), q_network=QNetwork(len(CHANNELS), 8, 2).eval())
+    network = QNetwork(len(CHANNELS), 8, 2).eval()
+    agent = types.SimpleNamespace(q_values=lambda obs: network(torch.as_tensor(obs)).detach().double().numpy())
     scorer = flow_scorer if method == "flow" else PolicyScorer(agent)
     budget = budget_cells(landscape, 5.0)
     cells, _, _ = plan_in_windows(landscape, simulator, scenario, budget, 16, 8, 1.0, scorer, np.random.default_rng(0))
