@@ -198,26 +198,23 @@ class FuelBreakEnv(gym.Env):
     def _track_fires(self) -> None:
         """Follow this episode's shown and reward fires from scratch (at reset and after set_state)."""
         simulator = self.simulator(self.tile_index)
-        self._shown = TrackedFires(simulator, self.ignitions)
+        # A break on a shown fire's ignition point does not stop that fire (it blocks the others): the
+        # rewards must come from blocking spread, not from deleting known ignitions, which fresh fires would
+        # not share. The unseen reward fires burn as the evaluation scores fresh fires: one lit on a break
+        # burns nothing.
+        self._shown = TrackedFires(simulator, self.ignitions, own_ignition_burns=True)
         self._hidden = None if self.hidden_ignitions is None else TrackedFires(simulator, self.hidden_ignitions,
                                                                                 with_flows=False)
 
-    def _effective_breaks(self, ignitions: np.ndarray) -> np.ndarray:
-        # A break on an ignition point does not stop that fire: the reward must come from blocking
-        # spread, not from deleting the episode's (known) ignitions, which fresh fires would not share.
-        effective_breaks = self.fuel_breaks.copy()
-        effective_breaks[ignitions[:, 0], ignitions[:, 1]] = False
-        return effective_breaks
-
     def _evaluate(self) -> None:
-        shown = self._shown.update(self._effective_breaks(self.ignitions))
+        shown = self._shown.update(self.fuel_breaks)
         maps = np.isfinite(shown.arrival)
         num_burnable = self.landscapes[self.tile_index].burnable.sum()
         self.burn_probability = maps.mean(axis=0, dtype=np.float32)
         flow = shown.flows.mean(axis=0).astype(np.float32)   # fire_flow(arrival, spread graph), kept per fire
         self.fire_flow = flow * np.float32(100.0 / max(num_burnable, 1))   # % of burnable cells
         if self._hidden is not None:
-            maps = np.isfinite(self._hidden.update(self._effective_breaks(self.hidden_ignitions)).arrival)
+            maps = np.isfinite(self._hidden.update(self.fuel_breaks).arrival)
         self.burned_fraction = float(maps.sum(axis=(1, 2)).mean() / num_burnable)
 
     def _action_mask(self) -> np.ndarray:

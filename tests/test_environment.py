@@ -69,21 +69,29 @@ def test_reward_is_measured_on_unseen_fires(make_cfg):
     simulator = env.simulator(env.tile_index)
     burnable = env.landscapes[env.tile_index].burnable.sum()
 
-    def burned(ignitions, breaks):
-        breaks = breaks.copy()
-        breaks[ignitions[:, 0], ignitions[:, 1]] = False   # a break on an ignition does not stop that fire
-        maps = simulator.burn_maps(ignitions, breaks)
+    def burned(ignitions, breaks, own_ignition_burns=False):
+        maps = []
+        for row, col in ignitions:
+            mine = breaks.copy()
+            if own_ignition_burns:
+                mine[row, col] = False   # a break on a shown fire's ignition does not stop that fire
+            maps.append(simulator.burn_maps(np.array([[row, col]]), mine)[0])
+        maps = np.array(maps)
         return maps, maps.sum(axis=(1, 2)).mean() / burnable
 
-    shown, _ = burned(env.ignitions, np.zeros(env.grid_shape, bool))
+    shown, _ = burned(env.ignitions, np.zeros(env.grid_shape, bool), True)
     assert np.allclose(obs[BURN_PROBABILITY_CHANNEL], shown.mean(axis=0))
     assert info["burned_fraction"] == pytest.approx(burned(env.hidden_ignitions, np.zeros(env.grid_shape, bool))[1])
-    action = int(np.flatnonzero(info["action_mask"])[0])
-    before = info["burned_fraction"]
-    obs, reward, _, _, info = env.step(action)
-    breaks = obs[FUEL_BREAK_CHANNEL] > 0
-    assert reward == pytest.approx(before - burned(env.hidden_ignitions, breaks)[1])
-    assert np.allclose(obs[BURN_PROBABILITY_CHANNEL], burned(env.ignitions, breaks)[0].mean(axis=0))
+    # first a shown fire's ignition point, then a hidden fire's: the shown fire burns on, the hidden one not
+    width = env.grid_shape[1]
+    for row, col in (env.ignitions[0], env.hidden_ignitions[0]):
+        before = info["burned_fraction"]
+        obs, reward, _, _, info = env.step(int(row * width + col))
+        breaks = obs[FUEL_BREAK_CHANNEL] > 0
+        assert reward == pytest.approx(before - burned(env.hidden_ignitions, breaks)[1])
+        assert np.allclose(obs[BURN_PROBABILITY_CHANNEL], burned(env.ignitions, breaks, True)[0].mean(axis=0))
+    assert obs[BURN_PROBABILITY_CHANNEL][tuple(env.ignitions[0])] > 0
+    assert not burned(env.hidden_ignitions[:1], breaks)[0].any()
     # given ignitions replace the drawn ones and the hidden fires
     given = env.ignitions[:2]
     obs, info = env.reset(seed=11, options={"tile_index": env.tile_index, "ignitions": given})

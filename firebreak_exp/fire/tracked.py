@@ -18,12 +18,18 @@ class TrackedFires:
     moves a new break blocks on its shortest paths, and its flows counted again only when its arrival
     changed; otherwise, or when a break was taken away, every fire is simulated again. Either way the result
     is what simulating every fire under the breaks gives.
+
+    A fire lit on a broken cell burns nothing (as the simulator has it), unless ``own_ignition_burns``: then a
+    break on a fire's own ignition point does not stop that fire, which burns as if that one cell were unbroken,
+    while the break still blocks every other fire (such fires are simulated again at every update).
     """
 
-    def __init__(self, simulator: FireSimulator, ignitions: np.ndarray, with_flows: bool = True):
+    def __init__(self, simulator: FireSimulator, ignitions: np.ndarray, with_flows: bool = True,
+                 own_ignition_burns: bool = False):
         self.simulator = simulator
         self.ignitions = np.asarray(ignitions, dtype=np.int64).reshape(-1, 2)
         self.with_flows = bool(with_flows)
+        self.own_ignition_burns = bool(own_ignition_burns)
         self.arrival: Optional[np.ndarray] = None
         self.flows: Optional[np.ndarray] = None
         self.breaks: Optional[np.ndarray] = None
@@ -41,6 +47,8 @@ class TrackedFires:
             changed = np.arange(len(self.ignitions))
         else:
             changed = self.simulator.add_breaks(self._search, breaks)
+        if self.own_ignition_burns:
+            changed = self._burn_from_broken_ignitions(breaks, changed)
         if self.with_flows and len(changed):
             flows = fire_flows(self.arrival[changed], self.simulator.spread_graph())
             if self.flows is None:
@@ -49,3 +57,16 @@ class TrackedFires:
                 self.flows[changed] = flows
         self.breaks = breaks.copy()
         return self
+
+    def _burn_from_broken_ignitions(self, breaks: np.ndarray, changed: np.ndarray) -> np.ndarray:
+        """Simulate the fires lit on a broken cell under the breaks less their own cell, into a copy of the
+        search's arrival times; returns ``changed`` with them added."""
+        own = np.flatnonzero(breaks[self.ignitions[:, 0], self.ignitions[:, 1]])
+        if self._search is not None:
+            self.arrival = self._search.arrival.copy()
+        for fire in own:
+            row, col = self.ignitions[fire]
+            others = breaks.copy()
+            others[row, col] = False
+            self.arrival[fire] = self.simulator.arrival_times(self.ignitions[fire:fire + 1], others)[0]
+        return np.union1d(changed, own).astype(np.int64)
