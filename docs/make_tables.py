@@ -219,8 +219,10 @@ def readme_figures() -> str:
                      f"{e2e['experiences_per_s']:.0f}", run_benchmark))
     for landscape, file in (("synthetic", "synthetic"), ("Worcester sample", "worcester")):
         learning = _load(f"learning/{file}_seeds_summary.json")["methods"]
+        if "greedy" not in learning and (RESULTS / f"learning/{file}_greedy_seeds_summary.json").exists():
+            learning["greedy"] = _load(f"learning/{file}_greedy_seeds_summary.json")["methods"]["greedy"]
         held_out = ", ".join(f"{_method(m)} {learning[m]['R_mean'][0]:.3f} ({learning[m]['R_worst'][0]:.3f})"
-                             for m in ("policy", "policy_search", "flow", "greedy") if m in learning)
+                             for m in ("policy", "policy_search", "flow", "flow_search", "greedy") if m in learning)
         rows.append((f"held-out R at 5 %, {landscape}, mean (worst) of seeds 0–2", held_out,
                      "[docs/learning.md](docs/learning.md)"))
     plan = _load("plan.json")["default"]

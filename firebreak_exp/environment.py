@@ -7,8 +7,8 @@ units of the scaled rewards, ``agent.reward_scale`` = 100, as breaking a cell sa
 fuel-break mask and the remaining budget (the layout: :mod:`firebreak_exp.observation`). Action: one
 cell; broken and non-burnable cells are masked out (``info["action_mask"]``). Reward: the drop in expected burned fraction since
 the last evaluation, over ignitions drawn once at reset, so an episode's return
-is the total reduction. The episode ends when the budget is spent. A break placed on one of the
-episode's ignition points does not stop that fire (it would only delete a known ignition).
+is the total reduction. The episode ends when the budget is spent. A break placed on a shown fire's
+ignition point does not stop that fire (it would only delete a known ignition) but blocks the other fires.
 """
 from __future__ import annotations
 
