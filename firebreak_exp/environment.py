@@ -83,6 +83,21 @@ class FuelBreakEnv(gym.Env):
         self._simulators, self._static = shared.simulators, shared.static
         self.tile_index = -1
 
+    @classmethod
+    def planning_episode(cls, tile: Tile, simulator: FireSimulator, scenario: Scenario, num_breaks: int,
+                         ignitions: np.ndarray, percentage_increment: float, shared: Optional[SharedTiles] = None):
+        """A planner's episode: an environment over ``tile`` alone whose budget is exactly ``num_breaks`` cells,
+        reset with the planning ``ignitions`` (shown, and scored by the rewards: no unseen fires), fires
+        evaluated every ``percentage_increment`` % of burnable cells on ``simulator``. Returns ``(env, obs,
+        info)``."""
+        num_burnable = max(int(np.asarray(tile.burnable).sum()), 1)
+        env = cls([tile], lambda tile, scenario: simulator, scenario,
+                  budget_percent=min(100.0, 100.0 * num_breaks / num_burnable),
+                  percentage_increment=min(100.0, percentage_increment), num_ignitions=max(1, len(ignitions)),
+                  reward_ignitions=None, shared=shared)
+        obs, info = env.reset(seed=0, options={"tile_index": 0, "ignitions": ignitions})
+        return env, obs, info
+
     # -- episode ---------------------------------------------------------------------------
     def reset(self, *, seed: Optional[int] = None, options: Optional[dict] = None):
         """Options: ``tile_index`` (default: drawn), ``ignitions`` (int (N, 2) rows and columns of the fires

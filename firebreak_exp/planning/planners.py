@@ -401,12 +401,8 @@ class PolicyPlanner(Planner):
         self.cumulative_seconds = None
         if num_breaks <= 0 or not _burnable(tile).any():
             return np.zeros(0, dtype=np.int64)
-        num_burnable = int(_burnable(tile).sum())
-        env = FuelBreakEnv([tile], lambda tile, scenario: simulator, scenario,
-                           budget_percent=min(100.0, 100.0 * num_breaks / num_burnable),
-                           percentage_increment=self.percentage_increment, num_ignitions=max(1, len(ignitions)),
-                           reward_ignitions=None)
-        obs, info = env.reset(seed=0, options={"tile_index": 0, "ignitions": ignitions})
+        env, obs, info = FuelBreakEnv.planning_episode(tile, simulator, scenario, num_breaks, ignitions,
+                                                       self.percentage_increment)
         order, terminated = [], False
         while not terminated:
             action = int(self.agent.act(obs[None], info["action_mask"][None], epsilon=0.0)[0])

@@ -92,16 +92,13 @@ class SearchPlanner(Planner):
         if num_breaks <= 0 or not _burnable(tile).any():
             return np.zeros(0, dtype=np.int64)
         start = time.perf_counter()
-        num_burnable = int(_burnable(tile).sum())
         shared = SharedTiles()
-        envs = [FuelBreakEnv([tile], lambda tile, scenario: simulator, scenario,
-                             budget_percent=min(100.0, 100.0 * num_breaks / num_burnable),
-                             percentage_increment=self.percentage_increment, num_ignitions=max(1, len(ignitions)),
-                             reward_ignitions=None, shared=shared)
-                for _ in range(self.rollouts)]
-        steps = [env.reset(seed=0, options={"tile_index": 0, "ignitions": ignitions}) for env in envs]
-        obs = np.stack([o for o, _ in steps])
-        masks = np.stack([info["action_mask"] for _, info in steps])
+        episodes = [FuelBreakEnv.planning_episode(tile, simulator, scenario, num_breaks, ignitions,
+                                                  self.percentage_increment, shared)
+                    for _ in range(self.rollouts)]
+        envs = [env for env, _, _ in episodes]
+        obs = np.stack([o for _, o, _ in episodes])
+        masks = np.stack([info["action_mask"] for _, _, info in episodes])
         greedy = np.arange(self.rollouts) == 0
         orders = [[] for _ in envs]
         running = np.ones(self.rollouts, dtype=bool)

@@ -206,11 +206,8 @@ class GridPlan:
                  batch_cells: int):
         from firebreak_exp.environment import FuelBreakEnv
         burnable = landscape.num_burnable
-        self.env = FuelBreakEnv([landscape.tile], lambda tile, scenario: simulator, scenario,
-                                budget_percent=100.0 * num_breaks / burnable,
-                                percentage_increment=min(100.0, 100.0 * batch_cells / burnable),
-                                num_ignitions=max(1, len(ignitions)), reward_ignitions=None)
-        self.obs, self.info = self.env.reset(seed=0, options={"tile_index": 0, "ignitions": ignitions})
+        self.env, self.obs, self.info = FuelBreakEnv.planning_episode(
+            landscape.tile, simulator, scenario, num_breaks, ignitions, 100.0 * batch_cells / burnable)
         if self.env.budget != num_breaks:
             raise RuntimeError(f"the env's budget {self.env.budget} differs from the plan's {num_breaks} breaks")
         self.num_breaks, self.batch_cells = num_breaks, batch_cells
