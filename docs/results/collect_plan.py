@@ -5,7 +5,8 @@ Worcester sample).
     python docs/results/collect_plan.py --run worcester_default   # runs that plan again, then collects
     python docs/results/collect_plan.py         # collects the run folders already there
 
-Needs the policy trained on the sample in outputs/runs/worcester_policy (the command is in CHECKPOINT).
+Needs the policy trained on the sample in outputs/runs/worcester_policy (the command is in CHECKPOINT), and
+the policies of training seeds 1 and 2 in outputs/multirun/worcester/{1,2} (docs/learning.md, Worcester).
 Each run records the machine's 1-minute load average when it started, as the times depend on it.
 """
 import argparse
@@ -18,7 +19,8 @@ from pathlib import Path
 RUNS = Path("outputs/plans")
 CHECKPOINT = ("python -m firebreak_exp landscape=landfire landscape.raster_dir=../shared/data/landfire/worcester_vt "
               "hydra.run.dir=outputs/runs/worcester_policy")
-SAMPLE = ["checkpoint=outputs/runs/worcester_policy", "landscape=landfire",
+POLICY = "checkpoint=outputs/runs/worcester_policy"
+SAMPLE = ["landscape=landfire",
           "landscape.raster_dir=../shared/data/landfire/worcester_vt", "budget_percent=5"]
 SIZES = [("150,200,100,100", "100 x 100"), ("100,150,200,200", "200 x 200"), ("60,120,300,400", "300 x 400")]
 #: name: (overrides after SAMPLE, note)
@@ -34,6 +36,9 @@ PLANS = {
                            "num_ignitions=32"], "25 x 25, num_ignitions=32"),
     "worcester_tile_50": (["method=[policy,flow,random]", "window=[150,200,50,50]", "plan_window=null",
                            "num_ignitions=32"], "50 x 50, num_ignitions=32"),
+    **{f"worcester_seed{seed}": (["method=[policy,flow]", f"checkpoint=outputs/multirun/worcester/{seed}"],
+                                 f"the policy of training seed {seed} (its config's seed draws the fires)")
+       for seed in (1, 2)},
 }
 
 
@@ -41,8 +46,9 @@ def run(name: str) -> None:
     overrides, _ = PLANS[name]
     folder = RUNS / name
     load = os.getloadavg()[0]
-    subprocess.run([sys.executable, "-m", "firebreak_exp.plan", *overrides, *SAMPLE, f"hydra.run.dir={folder}"],
-                   check=True)
+    checkpoint = [] if any(o.startswith("checkpoint=") for o in overrides) else [POLICY]
+    subprocess.run([sys.executable, "-m", "firebreak_exp.plan", *checkpoint, *overrides, *SAMPLE,
+                    f"hydra.run.dir={folder}"], check=True)
     (folder / "load_average.json").write_text(json.dumps({"load_average_1min": load}) + "\n")
 
 
@@ -90,6 +96,8 @@ def main() -> None:
         "scaling": [summary(f"worcester_window_{w.replace(',', '_')}") for w, _ in SIZES]
                    + [{**summary("worcester_default"), "note": "400 x 549"}],
         "training_tile_size": [summary("worcester_tile_25"), summary("worcester_tile_50")],
+        "training_seeds": [{**summary("worcester_default"), "note": "the policy of training seed 0"}]
+                          + [summary(f"worcester_seed{seed}") for seed in (1, 2)],
     }
     Path("docs/results/plan.json").write_text(json.dumps(result, indent=1) + "\n")
 
