@@ -243,9 +243,12 @@ def readme_figures() -> str:
                      "[docs/learning.md](docs/learning.md)"))
     plan = _load("plan.json")["default"]
     whole = ", ".join(f"{_method(m)} {plan['methods'][m]['R']:.3f}" for m in ("policy", "flow", "random", "domirank"))
+    others = _load("plan.json").get("training_seeds", [])[1:]
+    seeds = ("; training seeds 1, 2: policy " + ", ".join(
+        f"{s['methods']['policy']['R'] / s['methods']['flow']['R']:.2f}" for s in others) + " × fire flow") if others else ""
     rows.append(("R at 5 %, whole Worcester sample, `python -m firebreak_exp.plan`",
-                 f"{whole}; policy plans in {plan['methods']['policy']['plan_seconds']:.0f} s, "
-                 f"peak {plan['peak_rss_mb'] / 1024:.1f} GiB",
+                 f"{whole} (policy of training seed 0{seeds}); policy plans in "
+                 f"{plan['methods']['policy']['plan_seconds']:.0f} s, peak {plan['peak_rss_mb'] / 1024:.1f} GiB",
                  "`python docs/results/collect_plan.py --run`, [docs/plan.md](docs/plan.md)"))
     return "\n".join(["| figure | value | from |", "|---|---|---|"]
                      + [f"| {a} | {b} | {c} |" for a, b, c in rows])
