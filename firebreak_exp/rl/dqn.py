@@ -71,18 +71,18 @@ class DQNAgent:
         fraction = min(1.0, step / max(1, self.epsilon_decay_steps))
         return self.epsilon_start + fraction * (self.epsilon_end - self.epsilon_start)
 
-    @torch.no_grad()
     def _batch(self, obs) -> torch.Tensor:
         batch = torch.as_tensor(np.ascontiguousarray(obs), device=self.device)
         if self.device.type == "cpu":   # the network's layout: no conversion inside every convolution
             batch = batch.contiguous(memory_format=torch.channels_last)
         return batch
 
+    @torch.no_grad()
     def q_values(self, obs: np.ndarray) -> np.ndarray:
         """float64 (N, H*W) Q-values of (N, C, H, W) observations, one forward pass without gradients."""
-        with torch.no_grad():
-            return self.q_network(self._batch(obs)).double().cpu().numpy()
+        return self.q_network(self._batch(obs)).double().cpu().numpy()
 
+    @torch.no_grad()
     def act(self, obs: np.ndarray, masks: np.ndarray, epsilon: float) -> np.ndarray:
         """Epsilon-greedy actions for a batch of observations: one forward pass for all the environments
         that act greedily (none when all explore); an exploring environment without a valid cell gets the
