@@ -59,11 +59,11 @@ class TrackedFires:
         return self
 
     def _burn_from_broken_ignitions(self, breaks: np.ndarray, changed: np.ndarray) -> np.ndarray:
-        """Simulate the fires lit on a broken cell under the breaks less their own cell, into a copy of the
-        search's arrival times; returns ``changed`` with them added."""
+        """Simulate the fires lit on a broken cell under the breaks less their own cell, into ``arrival``;
+        returns ``changed`` with them added. (On an incremental search ``arrival`` is the search's own: it
+        writes such a fire's row, as unlit, only when it updates that fire, and every update writes the row
+        here again after it.)"""
         own = np.flatnonzero(breaks[self.ignitions[:, 0], self.ignitions[:, 1]])
-        if self._search is not None:
-            self.arrival = self._search.arrival.copy()
         for fire in own:
             row, col = self.ignitions[fire]
             others = breaks.copy()
