@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 
-from firebreak_exp.atomic import write_atomically
+from firebreak_exp.atomic import write_atomically, write_text_atomically
 from firebreak_exp.planning.whole_landscape import Landscape
 
 #: Nodata value of fuel_breaks.tif (uint8: 0 no break, 1 break).
@@ -86,7 +86,7 @@ def plot_plan(path: Path, landscape: Landscape, breaks: np.ndarray, before: np.n
 
 
 def write_json(path: Path, record: dict) -> Path:
-    return write_atomically(path, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2)))
+    return write_text_atomically(path, json.dumps(record, indent=2))
 
 
 def write_plan_outputs(folder: Path, landscape: Landscape, breaks: np.ndarray, before: np.ndarray,
