@@ -2,9 +2,9 @@
 
 State: normalized landscape channels (with pyretechnics' spread rates under the scenario), the burn
 probability under the current breaks (over this episode's ignitions), the fire flow (per cell, the
-% of burnable cells the fires reach through it, :func:`~firebreak_exp.fire.flows.fire_flow`: in the
-units of the scaled rewards, ``agent.reward_scale`` = 100, as breaking a cell saves at most its flow), the
-fuel-break mask and the remaining budget (the layout: :mod:`firebreak_exp.observation`). Action: one
+hectares the fires burn beyond it, :func:`~firebreak_exp.fire.flows.fire_flow`: what a break there saves
+at most, in units that do not change with the tile's size, so that a network trained on small tiles
+reads large ones on the same scale), the fuel-break mask and the remaining budget (the layout: :mod:`firebreak_exp.observation`). Action: one
 cell; broken and non-burnable cells are masked out (``info["action_mask"]``). Reward: the drop in expected burned fraction since
 the last evaluation, over ignitions drawn once at reset, so an episode's return
 is the total reduction. The episode ends when the budget is spent. A break placed on a shown fire's
@@ -76,7 +76,8 @@ class FuelBreakEnv(gym.Env):
         self.grid_shape = shapes.pop()
         height, width = self.grid_shape
         high = np.full((len(CHANNELS), height, width), OBSERVATION_BOUND, np.float32)
-        high[FIRE_FLOW_CHANNEL] = 100.0                      # % of burnable cells
+        # ha: a fire reaches at most every cell of its tile through one cell
+        high[FIRE_FLOW_CHANNEL] = height * width * max(tile.cell_hectares for tile in self.landscapes)
         self.observation_space = gym.spaces.Box(-high, high, dtype=np.float32)
         self.action_space = gym.spaces.Discrete(height * width)
         shared = SharedTiles() if shared is None else shared
@@ -85,15 +86,18 @@ class FuelBreakEnv(gym.Env):
 
     @classmethod
     def planning_episode(cls, tile: Tile, simulator: FireSimulator, scenario: Scenario, num_breaks: int,
-                         ignitions: np.ndarray, percentage_increment: float, shared: Optional[SharedTiles] = None):
+                         ignitions: np.ndarray, breaks_per_evaluation: int = 1,
+                         shared: Optional[SharedTiles] = None):
         """A planner's episode: an environment over ``tile`` alone whose budget is exactly ``num_breaks`` cells,
         reset with the planning ``ignitions`` (shown, and scored by the rewards: no unseen fires), fires
-        evaluated every ``percentage_increment`` % of burnable cells on ``simulator``. Returns ``(env, obs,
-        info)``."""
+        evaluated on ``simulator`` after every ``breaks_per_evaluation`` breaks (by default after each, as
+        training on 25 x 25 tiles does, so the network reads the fires under all its breaks on any tile
+        size). Returns ``(env, obs, info)``."""
         num_burnable = max(int(np.asarray(tile.burnable).sum()), 1)
         env = cls([tile], lambda tile, scenario: simulator, scenario,
                   budget_percent=min(100.0, 100.0 * num_breaks / num_burnable),
-                  percentage_increment=min(100.0, percentage_increment), num_ignitions=max(1, len(ignitions)),
+                  percentage_increment=min(100.0, 100.0 * max(1, int(breaks_per_evaluation)) / num_burnable),
+                  num_ignitions=max(1, len(ignitions)),
                   reward_ignitions=None, shared=shared)
         obs, info = env.reset(seed=0, options={"tile_index": 0, "ignitions": ignitions})
         return env, obs, info
@@ -226,8 +230,8 @@ class FuelBreakEnv(gym.Env):
         maps = np.isfinite(shown.arrival)
         num_burnable = self.landscapes[self.tile_index].burnable.sum()
         self.burn_probability = maps.mean(axis=0, dtype=np.float32)
-        flow = shown.flows.mean(axis=0).astype(np.float32)   # fire_flow(arrival, spread graph), kept per fire
-        self.fire_flow = flow * np.float32(100.0 / max(num_burnable, 1))   # % of burnable cells
+        flow = shown.flows.mean(axis=0)   # cells: fire_flow(arrival, spread graph), kept per fire
+        self.fire_flow = (flow * self.landscapes[self.tile_index].cell_hectares).astype(np.float32)
         if self._hidden is not None:
             maps = np.isfinite(self._hidden.update(self.fuel_breaks).arrival)
         self.burned_fraction = float(maps.sum(axis=(1, 2)).mean() / num_burnable)

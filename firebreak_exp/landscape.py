@@ -168,6 +168,11 @@ class Tile:
         """(H, W) in cells."""
         return tuple(self.elevation.shape)
 
+    @property
+    def cell_hectares(self) -> float:
+        """The area of one cell, ha."""
+        return self.cell_size ** 2 / 10_000.0
+
     @functools.cached_property
     def burnable(self) -> np.ndarray:
         """bool (H, W), read-only: True where the fuel model is not a non-burnable (NB) code (computed once:

@@ -4,7 +4,7 @@ observations; the replay buffer and the expert memories store their parts and re
 
 An observation is float32 (C, H, W): the normalized landscape channels (``STATIC_CHANNELS``, with
 pyretechnics' spread rates under the scenario), then the burn probability under the current breaks, the fire
-flow (% of burnable cells, :func:`~firebreak_exp.fire.flows.fire_flow`), the fuel-break mask and the
+flow (ha, :func:`~firebreak_exp.fire.flows.fire_flow`), the fuel-break mask and the
 remaining budget (a fraction, the same in every cell).
 """
 from __future__ import annotations

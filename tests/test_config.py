@@ -22,8 +22,8 @@ BUILD_ARGUMENTS = {
     "firebreak_exp.factory.vector_env": {"landscapes", "env_factory"},
     "firebreak_exp.rl.dqn.DQNAgent": {"obs_shape"},
     "firebreak_exp.rl.replay.ReplayBuffer": {"obs_shape"},
-    "firebreak_exp.planning.planners.PolicyPlanner": {"agent", "percentage_increment"},
-    "firebreak_exp.planning.search.PolicySearchPlanner": {"agent", "percentage_increment"},
+    "firebreak_exp.planning.planners.PolicyPlanner": {"agent"},
+    "firebreak_exp.planning.search.PolicySearchPlanner": {"agent"},
 }
 #: what a user must give on the command line (``???`` in the YAML)
 REQUIRED_ON_COMMAND_LINE = {"landscape.raster_dir"}
@@ -109,12 +109,12 @@ def test_planners_build_from_config(make_cfg):
     from firebreak_exp.observation import CHANNELS
     from firebreak_exp.planning.evaluation import build_planners
     cfg = fx.compose(["experiment=smoke"], config_name="evaluate")
-    without_agent = build_planners(cfg.planners, cfg.methods, None, 2.5)
+    without_agent = build_planners(cfg.planners, cfg.methods, None)
     assert sorted(without_agent) == sorted(set(cfg.methods) - {"policy"})
     assert without_agent["domirank"].sigma_fraction == 0.5 and without_agent["greedy"].exclude_ignitions
     agent = make_agent(make_cfg(), (len(CHANNELS), 12, 12))
-    policy = build_planners(cfg.planners, ["policy"], agent, 2.5)["policy"]
-    assert policy.agent is agent and policy.percentage_increment == 2.5
+    policy = build_planners(cfg.planners, ["policy"], agent)["policy"]
+    assert policy.agent is agent
 
 
 @pytest.mark.parametrize("key", ["trainer.steps_per_collection", "parallel.num_envs", "env.num_ignitions",

@@ -97,3 +97,45 @@ def test_reward_is_measured_on_unseen_fires(make_cfg):
     obs, info = env.reset(seed=11, options={"tile_index": env.tile_index, "ignitions": given})
     assert env.hidden_ignitions is None and np.array_equal(env.ignitions, given)
     assert np.allclose(obs[BURN_PROBABILITY_CHANNEL], burned(given, np.zeros(env.grid_shape, bool))[0].mean(axis=0))
+
+
+def test_fire_flow_channel_is_in_hectares_on_any_tile_size(make_cfg):
+    """The fire-flow channel is the shown fires' mean flow (burned cells reached through each cell) times the
+    cell's area: its scale does not depend on the tile's size, so a network trained on small tiles reads
+    large ones as it read its training tiles."""
+    from firebreak_exp.fire.flows import fire_flows
+    from firebreak_exp.observation import FIRE_FLOW_CHANNEL
+    for grid_size in (25, 50):
+        env = make_env(make_cfg("simulator=travel_time", f"landscape.grid_size={grid_size}"))
+        obs, _ = env.reset(seed=2)
+        tile = env.landscapes[env.tile_index]
+        simulator = env.simulator(env.tile_index)
+        flows = []
+        for row, col in env.ignitions:
+            breaks = np.zeros(env.grid_shape, bool)
+            flows.append(fire_flows(simulator.arrival_times(np.array([[row, col]]), breaks),
+                                    simulator.spread_graph())[0])
+        assert tile.cell_hectares == pytest.approx(0.09)   # 30 m cells
+        np.testing.assert_allclose(obs[FIRE_FLOW_CHANNEL], np.mean(flows, axis=0) * 0.09, rtol=1e-5, atol=1e-6)
+
+
+def test_a_planning_episode_updates_the_fires_after_every_break(make_cfg):
+    """Planners read the fires under all their breaks on any tile size, whatever the training increment
+    (here several breaks between updates) would give there."""
+    from firebreak_exp.environment import FuelBreakEnv
+    env = make_env(make_cfg("simulator=travel_time", "landscape.grid_size=50"))
+    env.reset(seed=0)
+    tile, simulator = env.landscapes[env.tile_index], env.simulator(env.tile_index)
+    assert env.evaluation_interval > 1
+    ignitions = env.ignitions[:4]
+    planning, obs, info = FuelBreakEnv.planning_episode(tile, simulator, env.scenario, 6, ignitions)
+    assert planning.evaluation_interval == 1 and planning.budget == 6
+    batched, _, _ = FuelBreakEnv.planning_episode(tile, simulator, env.scenario, 6, ignitions, breaks_per_evaluation=3)
+    assert batched.evaluation_interval == 3
+    breaks = np.zeros(tile.shape, bool)
+    cell = int(np.argmax(np.where(info["action_mask"], obs[BURN_PROBABILITY_CHANNEL].ravel(), -1)))
+    obs, reward, _, _, info = planning.step(cell)
+    breaks.flat[cell] = True
+    expected = simulator.burn_maps(ignitions, breaks).mean(axis=0)
+    assert np.allclose(obs[BURN_PROBABILITY_CHANNEL], expected)
+    assert reward > 0

@@ -260,7 +260,7 @@ def evaluate_job(cfg: DictConfig) -> dict:
         raise ValueError("the landscape has no held-out tiles (landscape.heldout_fraction=0?)")
     kwargs = env_factory(train_cfg).keywords
     agent = load_agent(train_cfg, source["path"], tiles[0].shape) if source else None
-    planners = build_planners(train_cfg.planners, cfg.methods, agent, kwargs["percentage_increment"])
+    planners = build_planners(train_cfg.planners, cfg.methods, agent)
     training_run_id = None
     if source is not None:
         training_run_id = source["run_id"] or find_training_run(cfg.tracking.uri, source["run_dir"])

@@ -35,22 +35,22 @@ def evaluation_rng(seed: int, stream: int, *keys: int) -> np.random.Generator:
                                                          *(int(k) for k in keys)]))
 
 
-def build_planners(planners, names: Sequence[str], agent, percentage_increment: float) -> dict:
+def build_planners(planners, names: Sequence[str], agent) -> dict:
     """``instantiate(planners[name])`` for each of ``names`` (the ``planners`` config group), given the agent
     by :func:`bind_agent`."""
-    return bind_agent({name: instantiate(planners[name]) for name in names}, agent, percentage_increment)
+    return bind_agent({name: instantiate(planners[name]) for name in names}, agent)
 
 
-def bind_agent(planners: Mapping[str, Any], agent, percentage_increment: float) -> dict:
-    """``planners`` with each partial one (the policy) given the trained ``agent`` and the training env's
-    ``percentage_increment`` (% of burnable cells), or left out with a warning when there is no agent."""
+def bind_agent(planners: Mapping[str, Any], agent) -> dict:
+    """``planners`` with each partial one (the policy) given the trained ``agent``, or left out with a warning
+    when there is no agent."""
     bound = {}
     for name, planner in planners.items():
         if isinstance(planner, functools.partial):
             if agent is None:
                 log.warning("no trained agent: the %r method is skipped", name)
                 continue
-            planner = planner(agent=agent, percentage_increment=percentage_increment)
+            planner = planner(agent=agent)
         bound[name] = planner
     return bound
 
@@ -269,11 +269,11 @@ class HeldoutEvaluation:
     METHODS = ("policy", "random", "domirank", "flow")
 
     def __init__(self, tiles: Sequence, planners: Mapping[str, Any], simulator_factory: Callable, scenario, *,
-                 budget_percent: float, percentage_increment: float, seed: int, num_scoring_ignitions: int,
+                 budget_percent: float, seed: int, num_scoring_ignitions: int,
                  num_planning_ignitions: int):
         self.tiles, self.planners = list(tiles), dict(planners)
         self.simulator_factory, self.scenario = simulator_factory, scenario
-        self.budget_percent, self.percentage_increment = float(budget_percent), float(percentage_increment)
+        self.budget_percent = float(budget_percent)
         self.seed = int(seed)
         self.num_scoring_ignitions, self.num_planning_ignitions = int(num_scoring_ignitions), int(num_planning_ignitions)
 
@@ -285,14 +285,13 @@ class HeldoutEvaluation:
         kwargs = env_factory(cfg).keywords
         planners = {name: instantiate(cfg.planners[name]) for name in cls.METHODS}
         return cls(heldout_tiles(cfg, max(1, int(episodes))), planners, kwargs["simulator_factory"],
-                   kwargs["scenario"], budget_percent=kwargs["budget_percent"],
-                   percentage_increment=kwargs["percentage_increment"], seed=int(cfg.seed),
+                   kwargs["scenario"], budget_percent=kwargs["budget_percent"], seed=int(cfg.seed),
                    num_scoring_ignitions=kwargs["reward_ignitions"] or kwargs["num_ignitions"],
                    num_planning_ignitions=kwargs["num_ignitions"])
 
     def __call__(self, agent) -> dict:
         budget = self.budget_percent
-        raw = compare_planners(self.tiles, bind_agent(self.planners, agent, self.percentage_increment),
+        raw = compare_planners(self.tiles, bind_agent(self.planners, agent),
                                self.simulator_factory, self.scenario, [budget], seed=self.seed,
                                num_scoring_ignitions=self.num_scoring_ignitions,
                                num_planning_ignitions=self.num_planning_ignitions, example_budget=budget)

@@ -385,24 +385,22 @@ class PolicyPlanner(Planner):
     """A trained agent placing breaks through the FuelBreakEnv MDP, greedily (masked argmax, epsilon 0).
 
     The episode runs on the tile with the given planning ignitions (the burn-probability channel and the
-    rewards use them), ``percentage_increment`` as in training, and a budget of exactly ``num_breaks``.
+    rewards use them), the fires updated after every break, and a budget of exactly ``num_breaks``.
     """
 
     name = "policy"
     nested = False
 
-    def __init__(self, agent, percentage_increment: float):
+    def __init__(self, agent):
         super().__init__()
         self.agent = agent
-        self.percentage_increment = float(percentage_increment)
         self.last_episode: Optional[dict] = None
 
     def plan(self, tile, simulator, scenario, num_breaks, ignitions, rng):
         self.cumulative_seconds = None
         if num_breaks <= 0 or not _burnable(tile).any():
             return np.zeros(0, dtype=np.int64)
-        env, obs, info = FuelBreakEnv.planning_episode(tile, simulator, scenario, num_breaks, ignitions,
-                                                       self.percentage_increment)
+        env, obs, info = FuelBreakEnv.planning_episode(tile, simulator, scenario, num_breaks, ignitions)
         order, terminated = [], False
         while not terminated:
             action = int(self.agent.act(obs[None], info["action_mask"][None], epsilon=0.0)[0])
@@ -413,4 +411,4 @@ class PolicyPlanner(Planner):
         return _validated(order, tile, num_breaks)
 
     def __repr__(self) -> str:
-        return f"PolicyPlanner(percentage_increment={self.percentage_increment})"
+        return "PolicyPlanner()"

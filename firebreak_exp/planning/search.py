@@ -7,7 +7,7 @@ step, the others draw each cell from a softmax over the guide's scores (Kool et 
 fresh scoring fires stay unseen, as for every planner.
 
 * :class:`PolicyGuide` - the trained Q-network's values (in % of burnable cells): the learned planner.
-* :class:`FlowGuide` - the fire-flow channel of the observation (in % of burnable cells): the same search
+* :class:`FlowGuide` - the fire-flow channel of the observation (ha): the same search
   with the hand-made fire-flow rule as proposal, so what learning adds to the search stays visible.
 
 With one rollout the policy search is :class:`~firebreak_exp.planning.planners.PolicyPlanner` and the flow
@@ -68,8 +68,8 @@ class SearchPlanner(Planner):
     """``rollouts`` episodes guided by ``guide`` (see the module docstring); the plan best on the planning fires.
 
     ``temperature`` (a fraction of each step's range of valid scores) sets how far the sampled rollouts stray
-    from the guide's choice; ``percentage_increment`` is the environment's (the burn-probability and
-    fire-flow channels are refreshed after every this % of burnable cells). ``last_search`` holds the shown
+    from the guide's choice; the burn-probability and fire-flow channels are refreshed after every break.
+    ``last_search`` holds the shown
     fires' burned fraction of every rollout's plan and the index of the one kept.
     """
 
@@ -77,14 +77,14 @@ class SearchPlanner(Planner):
     nested = False
     stochastic = False     # draws from ``rng``, seeded per tile by the evaluation: one plan per tile
 
-    def __init__(self, guide, rollouts: int, temperature: float, percentage_increment: float):
+    def __init__(self, guide, rollouts: int, temperature: float):
         super().__init__()
         if int(rollouts) < 1:
             raise ValueError(f"rollouts={rollouts}: expected a positive integer")
         if not temperature > 0:
             raise ValueError(f"temperature={temperature}: expected a positive fraction of the score range")
         self.guide, self.rollouts = guide, int(rollouts)
-        self.temperature, self.percentage_increment = float(temperature), float(percentage_increment)
+        self.temperature = float(temperature)
         self.last_search: Optional[dict] = None
 
     def plan(self, tile, simulator, scenario, num_breaks, ignitions, rng):
@@ -93,8 +93,7 @@ class SearchPlanner(Planner):
             return np.zeros(0, dtype=np.int64)
         start = time.perf_counter()
         shared = SharedTiles()
-        episodes = [FuelBreakEnv.planning_episode(tile, simulator, scenario, num_breaks, ignitions,
-                                                  self.percentage_increment, shared)
+        episodes = [FuelBreakEnv.planning_episode(tile, simulator, scenario, num_breaks, ignitions, shared=shared)
                     for _ in range(self.rollouts)]
         envs = [env for env, _, _ in episodes]
         obs = np.stack([o for _, o, _ in episodes])
@@ -116,8 +115,7 @@ class SearchPlanner(Planner):
         return _validated(orders[best], tile, num_breaks)
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(rollouts={self.rollouts}, temperature={self.temperature}, "
-                f"percentage_increment={self.percentage_increment})")
+        return f"{type(self).__name__}(rollouts={self.rollouts}, temperature={self.temperature})"
 
 
 class PolicySearchPlanner(SearchPlanner):
@@ -125,8 +123,8 @@ class PolicySearchPlanner(SearchPlanner):
 
     name = "policy_search"
 
-    def __init__(self, agent, rollouts: int, temperature: float, percentage_increment: float):
-        super().__init__(PolicyGuide(agent), rollouts, temperature, percentage_increment)
+    def __init__(self, agent, rollouts: int, temperature: float):
+        super().__init__(PolicyGuide(agent), rollouts, temperature)
 
 
 class FlowSearchPlanner(SearchPlanner):
@@ -134,8 +132,8 @@ class FlowSearchPlanner(SearchPlanner):
 
     name = "flow_search"
 
-    def __init__(self, rollouts: int, temperature: float, percentage_increment: float):
-        super().__init__(FlowGuide(), rollouts, temperature, percentage_increment)
+    def __init__(self, rollouts: int, temperature: float):
+        super().__init__(FlowGuide(), rollouts, temperature)
 
 
 class LocalSearchPlanner(Planner):

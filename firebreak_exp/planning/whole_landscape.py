@@ -53,7 +53,7 @@ class Landscape:
 
     @property
     def cell_hectares(self) -> float:
-        return self.tile.cell_size ** 2 / 10_000.0
+        return self.tile.cell_hectares
 
     @property
     def num_burnable(self) -> int:
@@ -205,9 +205,8 @@ class GridPlan:
     def __init__(self, landscape: Landscape, simulator, scenario, num_breaks: int, ignitions: np.ndarray,
                  batch_cells: int):
         from firebreak_exp.environment import FuelBreakEnv
-        burnable = landscape.num_burnable
         self.env, self.obs, self.info = FuelBreakEnv.planning_episode(
-            landscape.tile, simulator, scenario, num_breaks, ignitions, 100.0 * batch_cells / burnable)
+            landscape.tile, simulator, scenario, num_breaks, ignitions, batch_cells)
         if self.env.budget != num_breaks:
             raise RuntimeError(f"the env's budget {self.env.budget} differs from the plan's {num_breaks} breaks")
         self.num_breaks, self.batch_cells = num_breaks, batch_cells

@@ -15,6 +15,7 @@ import torch
 
 from firebreak_exp.rl.replay import ReplayBuffer
 
+CHECKPOINT_FORMAT = "firebreak_exp/2"   # 2: the fire-flow channel in ha (1: in % of the tile's burnable cells)
 REPLAY_SUFFIX = ".replay.npz"
 
 
@@ -88,7 +89,7 @@ def save_checkpoint(state: dict, path: os.PathLike) -> Path:
     replay_path = replay_file(path)
     payload = {k: v for k, v in state.items() if k != "replay"}
     payload["replay_path"] = replay_path.name
-    payload["format"] = "firebreak_exp/1"
+    payload["format"] = CHECKPOINT_FORMAT
     files = {replay_path: _serialized(lambda handle: np.savez_compressed(handle, **replay)),
              path: _serialized(lambda handle: torch.save(_to_tensors(payload), handle))}
     written = []
@@ -119,8 +120,11 @@ def load_checkpoint(path: os.PathLike, with_replay: bool = True) -> dict:
             "not a file of tensors and plain values (checkpoints are read without unpickling objects)"
         raise CheckpointError(f"{path} is not a readable firebreak_exp checkpoint "
                               f"(truncated or another kind of file): {reason}") from error
-    if not isinstance(state, dict) or state.get("format") != "firebreak_exp/1":
-        raise CheckpointError(f"{path} is not a firebreak_exp checkpoint (no 'format': 'firebreak_exp/1')")
+    if isinstance(state, dict) and state.get("format") == "firebreak_exp/1":
+        raise CheckpointError(f"{path} is a checkpoint of an older observation (fire flow in % of the tile's "
+                              f"burnable cells, now in ha): its network would misread the flows; train it again")
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path} is not a firebreak_exp checkpoint (no 'format': '{CHECKPOINT_FORMAT}')")
     if with_replay:
         replay_path = path.parent / state["replay_path"]
         try:

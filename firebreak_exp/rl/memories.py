@@ -40,7 +40,7 @@ from firebreak_exp.rl.replay import NStepReturns
 
 log = logging.getLogger(__name__)
 
-MEMORY_FORMAT = 5
+MEMORY_FORMAT = 6
 MEMORY_SEED_OFFSET = 2_000_033
 ARRAY_KEYS = ("tile_keys", "tile_channels", "tile_index", "actions", "rewards", "dones", "burn_probability", "fire_flow",
               "fuel_breaks", "budget", "episode", "episode_tile", "episode_return", "initial_burned_fraction",

@@ -23,6 +23,7 @@ from firebreak_exp.config import register_configs
 from firebreak_exp.landscape import LAYERS, read_layers, write_synthetic_landscape
 from firebreak_exp.observation import CHANNELS
 from firebreak_exp.rl.network import QNetwork
+from firebreak_exp.rl.checkpoint import CHECKPOINT_FORMAT
 from test_landscape import NODATA, _layer_path, _read_raw, _rewrite
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -148,7 +149,7 @@ def _training_run(folder: Path, in_channels: int) -> Path:
     OmegaConf.save(cfg, folder / ".hydra" / "config.yaml")
     network = QNetwork(in_channels, cfg.agent.channels, cfg.agent.num_layers)
     (folder / "checkpoints").mkdir()
-    torch.save({"format": "firebreak_exp/1", "agent": {"q_network": network.state_dict(),
+    torch.save({"format": CHECKPOINT_FORMAT, "agent": {"q_network": network.state_dict(),
                                                        "target_network": network.state_dict()}},
                folder / "checkpoints" / "best.pt")
     return folder

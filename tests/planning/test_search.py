@@ -56,8 +56,8 @@ def test_sample_cells_keeps_to_valid_cells_and_greedy_rows_take_the_best():
 
 
 def test_flow_search_keeps_the_best_rollout_on_the_shown_fires(setting):
-    one = FlowSearchPlanner(rollouts=1, temperature=0.02, percentage_increment=0.1)
-    many = FlowSearchPlanner(rollouts=6, temperature=0.3, percentage_increment=0.1)
+    one = FlowSearchPlanner(rollouts=1, temperature=0.02)
+    many = FlowSearchPlanner(rollouts=6, temperature=0.3)
     single, best = plan(one, setting), plan(many, setting)
     assert len(set(best.tolist())) == len(best) == setting["num_breaks"]
     assert setting["tile"].burnable.ravel()[best].all()
@@ -73,18 +73,18 @@ def test_flow_search_keeps_the_best_rollout_on_the_shown_fires(setting):
 def test_policy_search_with_one_rollout_is_the_policy(setting):
     from firebreak_exp.planning.planners import PolicyPlanner
     agent = make_agent((len(CHANNELS), *setting["tile"].shape), channels=4, num_layers=2)
-    greedy = plan(PolicyPlanner(agent, 0.1), setting)
-    assert np.array_equal(plan(PolicySearchPlanner(agent, rollouts=1, temperature=0.02, percentage_increment=0.1), setting), greedy)
-    searched = PolicySearchPlanner(agent, rollouts=5, temperature=0.3, percentage_increment=0.1)
+    greedy = plan(PolicyPlanner(agent), setting)
+    assert np.array_equal(plan(PolicySearchPlanner(agent, rollouts=1, temperature=0.02), setting), greedy)
+    searched = PolicySearchPlanner(agent, rollouts=5, temperature=0.3)
     cells = plan(searched, setting)
     assert shown_burned_fraction(setting, cells) <= shown_burned_fraction(setting, greedy) + 1e-12
 
 
 def test_search_settings_are_checked():
     with pytest.raises(ValueError, match="rollouts"):
-        FlowSearchPlanner(rollouts=0, temperature=0.02, percentage_increment=0.1)
+        FlowSearchPlanner(rollouts=0, temperature=0.02)
     with pytest.raises(ValueError, match="temperature"):
-        FlowSearchPlanner(rollouts=8, temperature=0.0, percentage_increment=0.1)
+        FlowSearchPlanner(rollouts=8, temperature=0.0)
 
 
 def evaluation(r_flow, r_greedy, r_policy, tiles=4, seed=0):

@@ -86,6 +86,10 @@ def test_not_a_checkpoint_and_wrong_network_shape_are_refused(tmp_path):
     torch.save({"payload": Path("/tmp")}, pickled)  # arbitrary objects are never unpickled
     with pytest.raises(CheckpointError, match="object.pt"):
         load_checkpoint(pickled)
+    older = tmp_path / "older.pt"
+    torch.save({"format": "firebreak_exp/1", "replay_path": "older.replay.npz"}, older)
+    with pytest.raises(CheckpointError, match=r"older.pt .*fire flow in % .*train it again"):
+        load_checkpoint(older)
     agent = make_agent((len(CHANNELS), 5, 5), channels=8, num_layers=2)
     state = {"network": {"in_channels": len(CHANNELS), "channels": 16, "num_layers": 2}}
     with pytest.raises(CheckpointError, match="channels"):
