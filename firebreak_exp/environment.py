@@ -4,11 +4,12 @@ State: normalized landscape channels (with pyretechnics' spread rates under the 
 probability under the current breaks (over this episode's ignitions), the fire flow (per cell, the
 hectares the fires burn beyond it, :func:`~firebreak_exp.fire.flows.fire_flow`: what a break there saves
 at most, in units that do not change with the tile's size, so that a network trained on small tiles
-reads large ones on the same scale), the fuel-break mask and the remaining budget (the layout: :mod:`firebreak_exp.observation`). Action: one
-cell; broken and non-burnable cells are masked out (``info["action_mask"]``). Reward: the drop in expected burned fraction since
-the last evaluation, over ignitions drawn once at reset, so an episode's return
-is the total reduction. The episode ends when the budget is spent. A break placed on a shown fire's
-ignition point does not stop that fire (it would only delete a known ignition) but blocks the other fires.
+reads large ones on the same scale), the fuel-break mask and the remaining budget (the layout:
+:mod:`firebreak_exp.observation`). Action: one cell; broken and non-burnable cells are masked out
+(``info["action_mask"]``). Reward: the drop in expected burned fraction since the last evaluation, over
+ignitions drawn once at reset, so an episode's return is the total reduction. The episode ends when the
+budget is spent. A break placed on a shown fire's ignition point does not stop that fire (it would only
+delete a known ignition) but blocks the other fires.
 """
 from __future__ import annotations
 
