@@ -168,14 +168,16 @@ def register_command_schema(name: str, schema: type) -> tuple:
     return tuple(f.name for f in fields(schema) if f.name not in training)
 
 
-def validate(cfg: Any, schema: type = Config) -> Any:
+def validate(cfg: Any, schema: type = Config, check_ranges: bool = True) -> Any:
     """Merge ``cfg`` (without ``hydra``) onto the typed ``schema`` (a command's: :class:`Config` or a subclass)
-    and range-check the training keys: unknown keys and wrong types raise with their name."""
+    and, with ``check_ranges``, range-check the training keys (:func:`check_values`): unknown keys and wrong
+    types raise with their name."""
     from omegaconf import OmegaConf
     plain = OmegaConf.to_container(cfg, resolve=False) if OmegaConf.is_config(cfg) else cfg
     plain = {k: v for k, v in plain.items() if k != "hydra"}
     merged = OmegaConf.merge(OmegaConf.structured(schema), plain)
-    check_values(merged)
+    if check_ranges:
+        check_values(merged)
     return merged
 
 

@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from firebreak_exp.atomic import write_text_atomically
 from firebreak_exp.commands.conf import CONF_DIR
 from firebreak_exp.commands.errors import one_line
-from firebreak_exp.config import resolve_hydra_values, validate
+from firebreak_exp.config import check_values, resolve_hydra_values, validate
 
 SQLITE_PREFIX = "sqlite:///"
 
@@ -69,10 +69,12 @@ def write_archive(cfg: DictConfig, run_dir: Path) -> Path:
 
 def load_archive(path: os.PathLike) -> DictConfig:
     """The training config archived at ``path`` (a run's ``.hydra/config.yaml``), validated and checked by
-    :func:`check_buildable`; ValueError names the file, the key and what this version expects there."""
+    :func:`check_buildable` (before the ranges, which resolve interpolations such as ``${env._target_}``);
+    ValueError names the file, the key and what this version expects there."""
     try:
-        cfg = validate(OmegaConf.load(path))
+        cfg = validate(OmegaConf.load(path), check_ranges=False)
         check_buildable(cfg)
+        check_values(cfg)
     except (OmegaConfBaseException, ValueError, yaml.YAMLError) as error:
         raise ValueError(f"archived config {path}: {one_line(error)}") from None
     return cfg
@@ -81,7 +83,7 @@ def load_archive(path: os.PathLike) -> DictConfig:
 def check_buildable(cfg: DictConfig) -> None:
     """ValueError for the first key of ``cfg`` without a value, or the first ``_target_`` that does not
     import, naming it and the values the options of ``conf/`` give it."""
-    missing = sorted(OmegaConf.missing_keys(cfg))
+    missing = sorted(_missing_keys(cfg))
     if missing:
         raise ValueError(f"{missing[0]} has no value; expected {conf_values(missing[0])}")
     for key, target in _targets(cfg):
@@ -89,6 +91,18 @@ def check_buildable(cfg: DictConfig) -> None:
             pkgutil.resolve_name(target)
         except Exception as error:   # ImportError, AttributeError, ValueError: a module or name that moved
             raise ValueError(f"{key}={target} does not import ({error}); expected {conf_values(key)}") from None
+
+
+def _missing_keys(node, prefix: str = "") -> Iterator[str]:
+    """Dotted keys of ``node`` whose value is missing (``???``), found without resolving interpolations (which
+    would fail on the first that leads to a missing value, naming the interpolation instead of the key)."""
+    keys = node if OmegaConf.is_dict(node) else range(len(node))
+    for key in keys:
+        child = node._get_node(key)
+        if OmegaConf.is_dict(child) or OmegaConf.is_list(child):
+            yield from _missing_keys(child, f"{prefix}{key}.")
+        elif child._is_missing():
+            yield f"{prefix}{key}"
 
 
 def _targets(node: DictConfig, prefix: str = "") -> Iterator[tuple]:

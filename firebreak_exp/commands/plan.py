@@ -155,7 +155,7 @@ def _plan_one(method, cfg, train_cfg, landscape, simulator, scenario, num_breaks
     the risk fires' even when an earlier method of the job simulated them)."""
     from firebreak_exp.planning import whole_landscape as lp
     from firebreak_exp.planning.evaluation import PLANNER_STREAM, PLANNING_STREAM, evaluation_rng
-    from firebreak_exp.planning.planners import RandomPlanner
+    from firebreak_exp.planning.planners import RandomPlanner, environment_class
     start = time.perf_counter()
     batches, windows = 1, 1
     if method == "random":
@@ -165,18 +165,20 @@ def _plan_one(method, cfg, train_cfg, landscape, simulator, scenario, num_breaks
         cells = instantiate(train_cfg.planners.domirank).plan(
             landscape.tile, simulator, scenario, num_breaks, planning, None)
     else:
+        env_class = environment_class(train_cfg.env._target_)
         scorers = {"flow": lp.flow_scorer, "policy": lp.PolicyScorer(agent),
                    "greedy": lambda env: lp.greedy_scorer(env, cfg.greedy.max_candidates, cfg.greedy.exclude_ignitions)}
         if cfg.plan_window is None:
             cells, batches, _ = lp.plan_in_batches(landscape, simulator, scenario, num_breaks, planning,
                                                    lp.batch_size(landscape.num_burnable, batch_percent),
-                                                   scorers[method])
+                                                   scorers[method], env_class=env_class)
         else:
             simulated = risk.map is not None
             cells, batches, windows = lp.plan_in_windows(landscape, simulator, scenario, num_breaks,
                                                          int(cfg.plan_window), int(train_cfg.env.num_ignitions),
                                                          batch_percent, scorers[method],
-                                                         evaluation_rng(seed, PLANNING_STREAM, 1), risk())
+                                                         evaluation_rng(seed, PLANNING_STREAM, 1), risk(),
+                                                         env_class=env_class)
             start -= risk.seconds if simulated else 0.0
     return {"cells": np.asarray(cells, np.int64), "batches": batches, "windows": windows,
             "seconds": time.perf_counter() - start}

@@ -28,6 +28,7 @@ import time
 from typing import Optional
 
 import numpy as np
+from hydra.utils import get_class
 
 from firebreak_exp.environment import FuelBreakEnv
 from firebreak_exp.fire.cubes import directional_spread_rates
@@ -40,6 +41,15 @@ __all__ = ["Planner", "NoTreatmentPlanner", "RandomPlanner", "DomiRankPlanner", 
 
 def _burnable(tile) -> np.ndarray:
     return np.asarray(tile.burnable, dtype=bool)
+
+
+def environment_class(env_class: str) -> type:
+    """The class named ``env_class`` (the ``env`` group's ``_target_``): FuelBreakEnv or a subclass, whose
+    :meth:`~firebreak_exp.environment.FuelBreakEnv.planning_episode` the planners that run the MDP use."""
+    cls = get_class(str(env_class))
+    if not (isinstance(cls, type) and issubclass(cls, FuelBreakEnv)):
+        raise ValueError(f"env_class={env_class}: expected FuelBreakEnv or a subclass of it")
+    return cls
 
 
 def _validated(cells, tile, num_breaks: int) -> np.ndarray:
@@ -382,7 +392,8 @@ class FireFlowPlanner(Planner):
 # ---------------------------------------------------------------------------------------------------------
 
 class PolicyPlanner(Planner):
-    """A trained agent placing breaks through the FuelBreakEnv MDP, greedily (masked argmax, epsilon 0).
+    """A trained agent placing breaks through the MDP of ``env_class`` (the ``env`` group's ``_target_``: the
+    environment it trained in), greedily (masked argmax, epsilon 0).
 
     The episode runs on the tile with the given planning ignitions (the burn-probability channel and the
     rewards use them), the fires updated after every break, and a budget of exactly ``num_breaks``.
@@ -391,16 +402,17 @@ class PolicyPlanner(Planner):
     name = "policy"
     nested = False
 
-    def __init__(self, agent):
+    def __init__(self, agent, env_class: str):
         super().__init__()
         self.agent = agent
+        self.env_class = environment_class(env_class)
         self.last_episode: Optional[dict] = None
 
     def plan(self, tile, simulator, scenario, num_breaks, ignitions, rng):
         self.cumulative_seconds = None
         if num_breaks <= 0 or not _burnable(tile).any():
             return np.zeros(0, dtype=np.int64)
-        env, obs, info = FuelBreakEnv.planning_episode(tile, simulator, scenario, num_breaks, ignitions)
+        env, obs, info = self.env_class.planning_episode(tile, simulator, scenario, num_breaks, ignitions)
         order, terminated = [], False
         while not terminated:
             action = int(self.agent.act(obs[None], info["action_mask"][None], epsilon=0.0)[0])
@@ -411,4 +423,4 @@ class PolicyPlanner(Planner):
         return _validated(order, tile, num_breaks)
 
     def __repr__(self) -> str:
-        return "PolicyPlanner()"
+        return f"PolicyPlanner(env_class={self.env_class.__name__})"

@@ -21,10 +21,10 @@ from typing import Optional
 
 import numpy as np
 
-from firebreak_exp.environment import FuelBreakEnv, SharedTiles
+from firebreak_exp.environment import SharedTiles
 from firebreak_exp.fire.flows import fire_flow
 from firebreak_exp.observation import FIRE_FLOW_CHANNEL
-from firebreak_exp.planning.planners import Planner, _burnable, _validated
+from firebreak_exp.planning.planners import Planner, _burnable, _validated, environment_class
 
 __all__ = ["PolicyGuide", "FlowGuide", "sample_cells", "SearchPlanner", "PolicySearchPlanner", "FlowSearchPlanner",
            "LocalSearchPlanner"]
@@ -77,7 +77,7 @@ class SearchPlanner(Planner):
     nested = False
     stochastic = False     # draws from ``rng``, seeded per tile by the evaluation: one plan per tile
 
-    def __init__(self, guide, rollouts: int, temperature: float):
+    def __init__(self, guide, rollouts: int, temperature: float, env_class: str):
         super().__init__()
         if int(rollouts) < 1:
             raise ValueError(f"rollouts={rollouts}: expected a positive integer")
@@ -85,6 +85,7 @@ class SearchPlanner(Planner):
             raise ValueError(f"temperature={temperature}: expected a positive fraction of the score range")
         self.guide, self.rollouts = guide, int(rollouts)
         self.temperature = float(temperature)
+        self.env_class = environment_class(env_class)
         self.last_search: Optional[dict] = None
 
     def plan(self, tile, simulator, scenario, num_breaks, ignitions, rng):
@@ -93,7 +94,7 @@ class SearchPlanner(Planner):
             return np.zeros(0, dtype=np.int64)
         start = time.perf_counter()
         shared = SharedTiles()
-        episodes = [FuelBreakEnv.planning_episode(tile, simulator, scenario, num_breaks, ignitions, shared=shared)
+        episodes = [self.env_class.planning_episode(tile, simulator, scenario, num_breaks, ignitions, shared=shared)
                     for _ in range(self.rollouts)]
         envs = [env for env, _, _ in episodes]
         obs = np.stack([o for _, o, _ in episodes])
@@ -123,8 +124,8 @@ class PolicySearchPlanner(SearchPlanner):
 
     name = "policy_search"
 
-    def __init__(self, agent, rollouts: int, temperature: float):
-        super().__init__(PolicyGuide(agent), rollouts, temperature)
+    def __init__(self, agent, rollouts: int, temperature: float, env_class: str):
+        super().__init__(PolicyGuide(agent), rollouts, temperature, env_class)
 
 
 class FlowSearchPlanner(SearchPlanner):
@@ -132,8 +133,8 @@ class FlowSearchPlanner(SearchPlanner):
 
     name = "flow_search"
 
-    def __init__(self, rollouts: int, temperature: float):
-        super().__init__(FlowGuide(), rollouts, temperature)
+    def __init__(self, rollouts: int, temperature: float, env_class: str):
+        super().__init__(FlowGuide(), rollouts, temperature, env_class)
 
 
 class LocalSearchPlanner(Planner):

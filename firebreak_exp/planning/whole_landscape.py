@@ -199,13 +199,13 @@ def greedy_scorer(env, max_candidates: Optional[int], exclude_ignitions: bool) -
 
 
 class GridPlan:
-    """One grid's FuelBreakEnv episode on its planning ignitions, placing breaks ``batch_cells`` at a time
-    (:meth:`place`) until ``num_breaks`` are placed (``done``)."""
+    """One grid's episode of ``env_class`` (FuelBreakEnv or the ``env`` group's subclass) on its planning
+    ignitions, placing breaks ``batch_cells`` at a time (:meth:`place`) until ``num_breaks`` are placed
+    (``done``)."""
 
     def __init__(self, landscape: Landscape, simulator, scenario, num_breaks: int, ignitions: np.ndarray,
-                 batch_cells: int):
-        from firebreak_exp.environment import FuelBreakEnv
-        self.env, self.obs, self.info = FuelBreakEnv.planning_episode(
+                 batch_cells: int, *, env_class: type):
+        self.env, self.obs, self.info = env_class.planning_episode(
             landscape.tile, simulator, scenario, num_breaks, ignitions, batch_cells)
         if self.env.budget != num_breaks:
             raise RuntimeError(f"the env's budget {self.env.budget} differs from the plan's {num_breaks} breaks")
@@ -224,14 +224,14 @@ class GridPlan:
 
 
 def plan_in_batches(landscape: Landscape, simulator, scenario, num_breaks: int, ignitions: np.ndarray,
-                    batch_cells: int, make_scorer: Callable) -> tuple:
-    """Breaks placed ``batch_cells`` at a time through the FuelBreakEnv MDP on the whole grid.
+                    batch_cells: int, make_scorer: Callable, *, env_class: type) -> tuple:
+    """Breaks placed ``batch_cells`` at a time through the MDP of ``env_class`` on the whole grid.
 
     ``make_scorer(env)`` returns ``score(obs) -> (primary, tiebreak or None)`` (flat per-cell scores); each
     batch takes the best unbroken burnable cells (:func:`top_cells`) and the env updates its fires once.
     Returns ``(cells in placement order, number of batches, burned fraction of the planning fires at the end)``.
     """
-    plan = GridPlan(landscape, simulator, scenario, num_breaks, ignitions, batch_cells)
+    plan = GridPlan(landscape, simulator, scenario, num_breaks, ignitions, batch_cells, env_class=env_class)
     score = make_scorer(plan.env)
     while not plan.done:
         plan.place(*score(plan.obs))
@@ -335,7 +335,7 @@ WINDOWS_TOGETHER = 32
 
 def plan_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, size: int, num_ignitions: int,
                     batch_percent: float, make_scorer: Callable, rng: np.random.Generator,
-                    risk: Optional[np.ndarray] = None) -> tuple:
+                    risk: Optional[np.ndarray] = None, *, env_class: type) -> tuple:
     """:func:`plan_in_batches` window by window: ``size`` x ``size`` cells from the top-left corner (the last
     row and column of windows take what is left), each with ``num_ignitions`` planning fires of its
     own (burning inside the window, as on a training tile), its share of the budget (:func:`window_budgets`:
@@ -358,7 +358,7 @@ def plan_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, 
         if budget >= 1:
             ignitions = draw_ignitions(window.tile, num_ignitions, rng)
             group.append((row, col, GridPlan(window, build(window, scenario), scenario, int(budget), ignitions,
-                                             batch_size(window.num_burnable, batch_percent))))
+                                             batch_size(window.num_burnable, batch_percent), env_class=env_class)))
         if len(group) == WINDOWS_TOGETHER or (index == len(windows) - 1 and group):
             plan_together([plan for _, _, plan in group], make_scorer)
             for row0, col0, plan in group:

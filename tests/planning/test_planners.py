@@ -168,7 +168,7 @@ def test_policy_planner_runs_the_mdp_greedily(setting):
     tile, scenario, sim = setting["tile"], setting["scenario"], setting["simulator"]
     agent = make_agent((len(CHANNELS), *tile.shape), channels=4, num_layers=2)
     ignitions = draw_ignitions(tile, 3, np.random.default_rng(1))
-    planner = PolicyPlanner(agent)
+    planner = PolicyPlanner(agent, "firebreak_exp.environment.FuelBreakEnv")
     plan = planner.plan(tile, sim, scenario, 5, ignitions, np.random.default_rng(0))
     _valid_plan(plan, tile, 5)
     episode = planner.last_episode

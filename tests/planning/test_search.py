@@ -11,6 +11,8 @@ from firebreak_exp.factory import build_landscapes, env_factory
 from firebreak_exp.planning.search import FlowSearchPlanner, LocalSearchPlanner, PolicySearchPlanner, sample_cells
 from conftest import make_agent
 
+ENV = "firebreak_exp.environment.FuelBreakEnv"
+
 
 @pytest.fixture
 def setting(make_cfg):
@@ -56,8 +58,8 @@ def test_sample_cells_keeps_to_valid_cells_and_greedy_rows_take_the_best():
 
 
 def test_flow_search_keeps_the_best_rollout_on_the_shown_fires(setting):
-    one = FlowSearchPlanner(rollouts=1, temperature=0.02)
-    many = FlowSearchPlanner(rollouts=6, temperature=0.3)
+    one = FlowSearchPlanner(rollouts=1, temperature=0.02, env_class=ENV)
+    many = FlowSearchPlanner(rollouts=6, temperature=0.3, env_class=ENV)
     single, best = plan(one, setting), plan(many, setting)
     assert len(set(best.tolist())) == len(best) == setting["num_breaks"]
     assert setting["tile"].burnable.ravel()[best].all()
@@ -73,18 +75,18 @@ def test_flow_search_keeps_the_best_rollout_on_the_shown_fires(setting):
 def test_policy_search_with_one_rollout_is_the_policy(setting):
     from firebreak_exp.planning.planners import PolicyPlanner
     agent = make_agent((len(CHANNELS), *setting["tile"].shape), channels=4, num_layers=2)
-    greedy = plan(PolicyPlanner(agent), setting)
-    assert np.array_equal(plan(PolicySearchPlanner(agent, rollouts=1, temperature=0.02), setting), greedy)
-    searched = PolicySearchPlanner(agent, rollouts=5, temperature=0.3)
+    greedy = plan(PolicyPlanner(agent, ENV), setting)
+    assert np.array_equal(plan(PolicySearchPlanner(agent, rollouts=1, temperature=0.02, env_class=ENV), setting), greedy)
+    searched = PolicySearchPlanner(agent, rollouts=5, temperature=0.3, env_class=ENV)
     cells = plan(searched, setting)
     assert shown_burned_fraction(setting, cells) <= shown_burned_fraction(setting, greedy) + 1e-12
 
 
 def test_search_settings_are_checked():
     with pytest.raises(ValueError, match="rollouts"):
-        FlowSearchPlanner(rollouts=0, temperature=0.02)
+        FlowSearchPlanner(rollouts=0, temperature=0.02, env_class=ENV)
     with pytest.raises(ValueError, match="temperature"):
-        FlowSearchPlanner(rollouts=8, temperature=0.0)
+        FlowSearchPlanner(rollouts=8, temperature=0.0, env_class=ENV)
 
 
 def evaluation(r_flow, r_greedy, r_policy, tiles=4, seed=0):
@@ -139,3 +141,19 @@ def test_local_search_never_burns_more_than_its_start_on_the_planning_fires(sett
     assert burned == ceiling.last_search["burned_cells"]
     assert burned <= int(simulator.burn_maps(ignitions, breaks_map(greedy, simulator.shape)).sum())
     assert ceiling.last_search["initial_burned_cells"] >= burned
+
+
+def test_planners_run_the_environment_of_the_env_group(make_cfg, setting):
+    """A user's environment (``env._target_``) is the MDP the policy and the searches plan through, as it is
+    the one they trained in; a class that is no FuelBreakEnv is refused naming the key."""
+    from custom_env import CountingEnv
+    from firebreak_exp.planning.evaluation import build_planners
+    cfg = make_cfg("env._target_=custom_env.CountingEnv")
+    agent = make_agent((len(CHANNELS), *setting["tile"].shape), channels=4, num_layers=2)
+    planners = build_planners(cfg.planners, ["policy", "policy_search", "flow_search"], agent)
+    for name, episodes in (("policy", 1), ("policy_search", 8), ("flow_search", 8)):
+        before = CountingEnv.episodes
+        plan(planners[name], setting)
+        assert CountingEnv.episodes - before == episodes, name
+    with pytest.raises(ValueError, match="env_class=numpy.ndarray: expected FuelBreakEnv or a subclass"):
+        FlowSearchPlanner(rollouts=2, temperature=0.02, env_class="numpy.ndarray")

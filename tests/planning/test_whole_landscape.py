@@ -94,7 +94,8 @@ def test_flow_in_batches_spends_the_budget_on_burnable_cells(small):
     landscape, scenario, simulator = small
     ignitions = np.argwhere(landscape.tile.burnable)[::41][:10]
     budget = budget_cells(landscape, 8.0)
-    cells, batches, burned = plan_in_batches(landscape, simulator, scenario, budget, ignitions, 25, flow_scorer)
+    cells, batches, burned = plan_in_batches(landscape, simulator, scenario, budget, ignitions, 25, flow_scorer,
+                                             env_class=FuelBreakEnv)
     assert len(cells) == len(set(cells.tolist())) == budget and batches == -(-budget // 25)
     assert landscape.tile.burnable.ravel()[cells].all()
     untreated = simulator.burned_fraction(ignitions).mean()
@@ -140,7 +141,7 @@ def test_windows_share_the_budget_by_fire_risk(small):
     per_window = {}
     for name, weights in (("risk", risk), ("burnable", None)):
         cells, _, windows = plan_in_windows(landscape, simulator, scenario, budget, 16, 8, 1.0, flow_scorer,
-                                            np.random.default_rng(0), weights)
+                                            np.random.default_rng(0), weights, env_class=FuelBreakEnv)
         assert windows == 9 and len(cells) == len(set(cells.tolist())) == budget
         assert landscape.tile.burnable.ravel()[cells].all()
         rows, cols = np.divmod(cells, landscape.tile.shape[1])
@@ -158,7 +159,7 @@ def test_planning_window_by_window_covers_the_grid(small):
     landscape, scenario, simulator = small
     budget = budget_cells(landscape, 5.0)
     cells, batches, windows = plan_in_windows(landscape, simulator, scenario, budget, 16, 8, 1.0, flow_scorer,
-                                              np.random.default_rng(0))
+                                              np.random.default_rng(0), env_class=FuelBreakEnv)
     assert windows == 3 * 3 and len(cells) == len(set(cells.tolist())) == budget
     assert landscape.tile.burnable.ravel()[cells].all()
     rows, cols = np.divmod(cells, landscape.tile.shape[1])
@@ -176,7 +177,8 @@ def test_windows_planned_together_plan_as_each_alone(small, method):
     agent = types.SimpleNamespace(q_values=lambda obs: network(torch.as_tensor(obs)).detach().double().numpy())
     scorer = flow_scorer if method == "flow" else PolicyScorer(agent)
     budget = budget_cells(landscape, 5.0)
-    cells, _, _ = plan_in_windows(landscape, simulator, scenario, budget, 16, 8, 1.0, scorer, np.random.default_rng(0))
+    cells, _, _ = plan_in_windows(landscape, simulator, scenario, budget, 16, 8, 1.0, scorer, np.random.default_rng(0),
+                                  env_class=FuelBreakEnv)
     rng, alone = np.random.default_rng(0), []
     budgets = window_budgets(np.array([landscape.tile.burnable[r:r + 16, c:c + 16].sum()
                                        for r in (0, 16, 32) for c in (0, 16, 32)]), budget)
@@ -186,7 +188,8 @@ def test_windows_planned_together_plan_as_each_alone(small, method):
         window = window_landscape(landscape, row, col, min(16, 36 - row), min(16, 44 - col))
         ignitions = draw_ignitions(window.tile, 8, rng)
         local, _, _ = plan_in_batches(window, CroppedRatesSimulator(simulator, TravelTimeSimulator)(window, scenario),
-                                      scenario, int(share), ignitions, batch_size(window.num_burnable, 1.0), scorer)
+                                      scenario, int(share), ignitions, batch_size(window.num_burnable, 1.0), scorer,
+                                      env_class=FuelBreakEnv)
         rows, cols = np.divmod(local, window.tile.shape[1])
         alone.extend(((rows + row) * 44 + cols + col).tolist())
     assert cells.tolist() == alone
