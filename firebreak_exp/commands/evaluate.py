@@ -198,6 +198,7 @@ def training_config(cfg: DictConfig, archived: Optional[DictConfig], overrides: 
     base = {k: v for k, v in base.items() if k not in own_keys and k != "hydra"}
     base = OmegaConf.create(base)
     if archived is not None:
+        add_new_planner_settings(base, own)
         for override in OverridesParser.create().parse_overrides(overrides=overrides):
             key = override.key_or_group
             head = key.split(".")[0]
@@ -215,6 +216,20 @@ def training_config(cfg: DictConfig, archived: Optional[DictConfig], overrides: 
     base = validate(base)
     check_buildable(base)
     return base
+
+
+def add_new_planner_settings(base: DictConfig, own: dict) -> None:
+    """Give each planner of an archived config ``base`` the settings it lacks from the command's own
+    ``planners`` (the same ``_target_``): a run archived before a planner setting existed plans with its
+    default, and the log says so."""
+    for name, planner in own.get("planners", {}).items():
+        archived = base.planners.get(name) if "planners" in base else None
+        if archived is None or archived.get("_target_") != planner.get("_target_"):
+            continue
+        for key, value in planner.items():
+            if key not in archived:
+                archived[key] = value
+                log.info("planners.%s.%s is not in the archived config: the default %s", name, key, value)
 
 
 def load_agent(train_cfg, checkpoint_path: Path, grid_shape: tuple):

@@ -129,6 +129,11 @@ class IncrementalFireSimulator(FireSimulator, metaclass=abc.ABCMeta):
         """Bring ``fires`` (from :meth:`search`) to ``fuel_breaks``, their breaks and more; returns the
         indices of the fires whose arrival changed."""
 
+    @abc.abstractmethod
+    def select(self, fires: Any, which: np.ndarray) -> Any:
+        """A copy of the fires ``which`` (indices) of ``fires`` (from :meth:`search`), which :meth:`add_breaks`
+        can bring to more breaks while ``fires`` stays as it is."""
+
 
 @dataclass(frozen=True)
 class SpreadGraph:

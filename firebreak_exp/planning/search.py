@@ -3,16 +3,18 @@
 A *guide* scores every cell of an observation (higher: break it sooner). The search runs ``rollouts``
 episodes side by side on the tile with the planning ignitions: the first takes the guide's best cell at every
 step, the others draw each cell from a softmax over the guide's scores (Kool et al. 2019; POMO, Kwon et al.
-2020). It returns the plan whose final expected burned fraction over the planning fires is the lowest. The
-fresh scoring fires stay unseen, as for every planner.
+2020). It keeps the plan whose final expected burned fraction over the planning fires is the lowest, then
+swaps its breaks while those fires burn less (:func:`improve_by_swaps`). The fresh scoring fires stay unseen,
+as for every planner.
 
 * :class:`PolicyGuide` - the trained Q-network's values (in % of burnable cells): the learned planner.
 * :class:`FlowGuide` - the fire-flow channel of the observation (ha): the same search
   with the hand-made fire-flow rule as proposal, so what learning adds to the search stays visible.
 
-With one rollout the policy search is :class:`~firebreak_exp.planning.planners.PolicyPlanner` and the flow
-search is the fire-flow planner run through the environment. :class:`LocalSearchPlanner` is the slow quality
-ceiling the evaluation compares them with.
+With one rollout and no swaps the policy search is :class:`~firebreak_exp.planning.planners.PolicyPlanner` and
+the flow search is the fire-flow planner run through the environment. :class:`LocalSearchPlanner` (the same swaps,
+more of them, from a hand-made planner's plan on more fires) is the slow quality ceiling the evaluation compares
+them with.
 """
 from __future__ import annotations
 
@@ -23,11 +25,12 @@ import numpy as np
 
 from firebreak_exp.environment import SharedTiles
 from firebreak_exp.fire.flows import fire_flow
+from firebreak_exp.fire.simulator import IncrementalFireSimulator
 from firebreak_exp.observation import FIRE_FLOW_CHANNEL
 from firebreak_exp.planning.planners import Planner, _burnable, _validated, environment_class
 
 __all__ = ["PolicyGuide", "FlowGuide", "sample_cells", "SearchPlanner", "PolicySearchPlanner", "FlowSearchPlanner",
-           "LocalSearchPlanner"]
+           "LocalSearchPlanner", "improve_by_swaps"]
 
 
 class PolicyGuide:
@@ -69,22 +72,28 @@ class SearchPlanner(Planner):
 
     ``temperature`` (a fraction of each step's range of valid scores) sets how far the sampled rollouts stray
     from the guide's choice; the burn-probability and fire-flow channels are refreshed after every break.
-    ``last_search`` holds the shown
-    fires' burned fraction of every rollout's plan and the index of the one kept.
+    The plan kept is then improved by :func:`improve_by_swaps` on the planning fires (``swap_candidates``
+    cells tried per break, at most ``swap_passes`` passes; 0 passes: kept as sampled). ``last_search`` holds
+    the shown fires' burned fraction of every rollout's plan, the index of the one kept and the swaps made.
     """
 
     name = "search"
     nested = False
     stochastic = False     # draws from ``rng``, seeded per tile by the evaluation: one plan per tile
 
-    def __init__(self, guide, rollouts: int, temperature: float, env_class: str):
+    def __init__(self, guide, rollouts: int, temperature: float, swap_candidates: int, swap_passes: int,
+                 env_class: str):
         super().__init__()
         if int(rollouts) < 1:
             raise ValueError(f"rollouts={rollouts}: expected a positive integer")
         if not temperature > 0:
             raise ValueError(f"temperature={temperature}: expected a positive fraction of the score range")
+        for key, value in (("swap_candidates", swap_candidates), ("swap_passes", swap_passes)):
+            if int(value) < 0:
+                raise ValueError(f"{key}={value}: expected an integer >= 0")
         self.guide, self.rollouts = guide, int(rollouts)
         self.temperature = float(temperature)
+        self.swap_candidates, self.swap_passes = int(swap_candidates), int(swap_passes)
         self.env_class = environment_class(env_class)
         self.last_search: Optional[dict] = None
 
@@ -112,11 +121,15 @@ class SearchPlanner(Planner):
                 obs[i], masks[i], running[i] = o, info["action_mask"], not terminated
         burned = np.array([env.burned_fraction for env in envs])
         best = int(np.argmin(burned))          # ties: the earliest rollout, the guide's own plan first
-        self.last_search = {"burned_fraction": burned, "chosen": best, "seconds": time.perf_counter() - start}
-        return _validated(orders[best], tile, num_breaks)
+        plan, swaps = improve_by_swaps(orders[best], tile, simulator, ignitions, self.swap_candidates,
+                                       self.swap_passes)
+        self.last_search = {"burned_fraction": burned, "chosen": best, "swaps": swaps,
+                            "seconds": time.perf_counter() - start}
+        return _validated(plan, tile, num_breaks)
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(rollouts={self.rollouts}, temperature={self.temperature})"
+        return (f"{type(self).__name__}(rollouts={self.rollouts}, temperature={self.temperature}, "
+                f"swap_candidates={self.swap_candidates}, swap_passes={self.swap_passes})")
 
 
 class PolicySearchPlanner(SearchPlanner):
@@ -124,8 +137,9 @@ class PolicySearchPlanner(SearchPlanner):
 
     name = "policy_search"
 
-    def __init__(self, agent, rollouts: int, temperature: float, env_class: str):
-        super().__init__(PolicyGuide(agent), rollouts, temperature, env_class)
+    def __init__(self, agent, rollouts: int, temperature: float, swap_candidates: int, swap_passes: int,
+                 env_class: str):
+        super().__init__(PolicyGuide(agent), rollouts, temperature, swap_candidates, swap_passes, env_class)
 
 
 class FlowSearchPlanner(SearchPlanner):
@@ -133,19 +147,78 @@ class FlowSearchPlanner(SearchPlanner):
 
     name = "flow_search"
 
-    def __init__(self, rollouts: int, temperature: float, env_class: str):
-        super().__init__(FlowGuide(), rollouts, temperature, env_class)
+    def __init__(self, rollouts: int, temperature: float, swap_candidates: int, swap_passes: int, env_class: str):
+        super().__init__(FlowGuide(), rollouts, temperature, swap_candidates, swap_passes, env_class)
+
+
+def improve_by_swaps(plan, tile, simulator, ignitions: np.ndarray, candidates: int, max_passes: int):
+    """``plan`` (flat cells of ``tile``) improved by swapping breaks while the fires of ``ignitions`` (int (k, 2)
+    rows and columns, burned by ``simulator``) burn fewer cells.
+
+    A pass visits every break of the plan: it takes the break out and tries in its place each of the
+    ``candidates`` unbroken burnable cells with the most fire flow under the other breaks, keeping the cell
+    (the one taken out, or a candidate) under which the fires burn the fewest cells. Ignition cells are
+    never tried (a break there would only delete a known fire). A candidate is scored by burning
+    again only the fires that reach it (a break elsewhere cannot change the others); on an
+    :class:`~firebreak_exp.fire.simulator.IncrementalFireSimulator` their searches continue past the one new
+    break. The counts are those of burning every fire. Passes repeat until one changes nothing or
+    ``max_passes`` is reached.
+
+    Returns the improved plan (list of flat cells, the same length) and ``{"initial_burned_cells",
+    "burned_cells", "passes", "swaps"}`` (cells burned summed over the fires).
+    """
+    ignitions = np.asarray(ignitions, dtype=np.int64).reshape(-1, 2)
+    plan = [int(c) for c in plan]
+    burnable = _burnable(tile)
+    allowed = burnable.ravel().copy()
+    allowed[ignitions[:, 0] * burnable.shape[1] + ignitions[:, 1]] = False
+    breaks = np.zeros(burnable.shape, dtype=bool)
+    breaks.flat[plan] = True
+    incremental = isinstance(simulator, IncrementalFireSimulator)
+    best = int(simulator.burn_maps(ignitions, breaks).sum())
+    initial, passes, swaps = best, 0, 0
+    while passes < max_passes and plan:
+        passes += 1
+        changed = False
+        for position, out in enumerate(plan):
+            breaks.flat[out] = False
+            fires = simulator.search(ignitions, breaks) if incremental else None
+            arrival = simulator.arrival_times(ignitions, breaks) if fires is None else fires.arrival
+            reached = np.isfinite(arrival).reshape(len(ignitions), -1)
+            per_fire = reached.sum(axis=1)
+            flow = fire_flow(arrival, simulator.spread_graph()).ravel()
+            score = np.where(allowed & ~breaks.ravel(), flow, -np.inf)
+            options = [int(c) for c in np.argsort(-score, kind="stable")[:candidates]
+                       if np.isfinite(score[c]) and c != out]
+            choice, choice_burned = out, best
+            total = int(per_fire.sum())
+            for cell in options:
+                which = np.flatnonzero(reached[:, cell])
+                breaks.flat[cell] = True
+                if incremental:    # those fires' searches continued past the one new break
+                    branch = simulator.select(fires, which)
+                    simulator.add_breaks(branch, breaks)
+                    after = np.isfinite(branch.arrival).sum()
+                else:
+                    after = simulator.burn_maps(ignitions[which], breaks).sum()
+                value = total - int(per_fire[which].sum()) + int(after)
+                breaks.flat[cell] = False
+                if value < choice_burned:
+                    choice, choice_burned = cell, value
+            breaks.flat[choice] = True
+            if choice != out:
+                plan[position], best, changed = choice, choice_burned, True
+                swaps += 1
+        if not changed:
+            break
+    return plan, {"initial_burned_cells": initial, "burned_cells": best, "passes": passes, "swaps": swaps}
 
 
 class LocalSearchPlanner(Planner):
-    """The quality ceiling: a planner's plan, then swaps of breaks while the planning fires burn less (slow).
+    """The quality ceiling: a planner's plan, then :func:`improve_by_swaps` on the planning fires (slow).
 
-    ``start`` is the planner whose plan is improved (fire flow or greedy). A pass visits every break
-    of the plan: it takes the break out and tries in its place each of the ``candidates`` unbroken cells
-    with the most fire flow under the other breaks, keeping the swap (or the cell taken out) that burns the
-    fewest cells over the planning fires (each candidate costs one simulation of every fire). Passes repeat
-    until one changes nothing or ``max_passes`` is reached. Planning ignition cells are never candidates (a
-    break there would only delete a known fire).
+    ``start`` is the planner whose plan is improved (fire flow or greedy); ``candidates`` cells are tried in
+    place of each break, for at most ``max_passes`` passes.
     """
 
     name = "local_search"
@@ -158,45 +231,9 @@ class LocalSearchPlanner(Planner):
 
     def plan(self, tile, simulator, scenario, num_breaks, ignitions, rng):
         self.cumulative_seconds = None
-        ignitions = np.asarray(ignitions, dtype=np.int64).reshape(-1, 2)
-        plan = list(self.start.plan(tile, simulator, scenario, num_breaks, ignitions, rng))
-        burnable = _burnable(tile)
-        allowed = burnable.ravel().copy()
-        allowed[ignitions[:, 0] * burnable.shape[1] + ignitions[:, 1]] = False
-        breaks = np.zeros(burnable.shape, dtype=bool)
-        breaks.flat[plan] = True
-
-        def burned(mask):
-            return int(simulator.burn_maps(ignitions, mask).sum())
-
-        best, passes, swaps = burned(breaks), 0, 0
-        initial = best
-        while passes < self.max_passes:
-            passes += 1
-            changed = False
-            for position in range(len(plan)):
-                out = plan[position]
-                breaks.flat[out] = False
-                flow = fire_flow(simulator.arrival_times(ignitions, breaks), simulator.spread_graph()).ravel()
-                score = np.where(allowed & ~breaks.ravel(), flow, -np.inf)
-                options = np.argsort(-score, kind="stable")[:self.candidates]
-                options = [int(c) for c in options if np.isfinite(score[c]) and c != out]
-                choice, choice_burned = out, best
-                for cell in options:
-                    breaks.flat[cell] = True
-                    value = burned(breaks)
-                    breaks.flat[cell] = False
-                    if value < choice_burned:
-                        choice, choice_burned = cell, value
-                breaks.flat[choice] = True
-                if choice != out:
-                    plan[position], best, changed = choice, choice_burned, True
-                    swaps += 1
-            if not changed:
-                break
-        self.last_search = {"initial_burned_cells": initial, "burned_cells": best, "passes": passes, "swaps": swaps}
+        plan = self.start.plan(tile, simulator, scenario, num_breaks, ignitions, rng)
+        plan, self.last_search = improve_by_swaps(plan, tile, simulator, ignitions, self.candidates, self.max_passes)
         return _validated(plan, tile, num_breaks)
 
     def __repr__(self) -> str:
         return f"LocalSearchPlanner(start={self.start!r}, candidates={self.candidates}, max_passes={self.max_passes})"
-

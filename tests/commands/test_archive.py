@@ -61,6 +61,25 @@ def test_an_archive_this_version_cannot_build_is_refused_naming_the_key(make_cfg
         assert words in line, (words, line)
 
 
+def test_a_planner_setting_newer_than_the_archive_takes_its_default(make_cfg, tmp_path):
+    """A run archived before the searches had swaps is evaluated with the default swaps, and keeps its own
+    settings."""
+    from firebreak_exp.commands.evaluate import add_new_planner_settings
+    from firebreak_exp.planning.evaluation import build_planners
+    path = tmp_path / "config.yaml"
+    plain = OmegaConf.to_container(make_cfg("planners.flow_search.rollouts=3"))
+    for key in ("swap_candidates", "swap_passes"):
+        del plain["planners"]["flow_search"][key]
+    OmegaConf.save(plain, path)
+    archived = load_archive(path)
+    own = OmegaConf.to_container(make_cfg(), resolve=False)
+    add_new_planner_settings(archived, own)
+    search = build_planners(archived.planners, ["flow_search"], None)["flow_search"]
+    defaults = own["planners"]["flow_search"]
+    assert (search.rollouts, search.swap_candidates, search.swap_passes) == (
+        3, defaults["swap_candidates"], defaults["swap_passes"])
+
+
 def test_resuming_a_run_of_another_version_exits_2_in_one_line(make_cfg, tmp_path):
     run = tmp_path / "run"
     (run / ".hydra").mkdir(parents=True)

@@ -8,7 +8,9 @@ from firebreak_exp.observation import CHANNELS
 from firebreak_exp.planning.evaluation import draw_ignitions, evaluation_rng, num_breaks_for
 from firebreak_exp.commands.evaluation_sweep import mean_interval, summarize_checkpoints
 from firebreak_exp.factory import build_landscapes, env_factory
-from firebreak_exp.planning.search import FlowSearchPlanner, LocalSearchPlanner, PolicySearchPlanner, sample_cells
+from firebreak_exp.fire.simulator import FireSimulator
+from firebreak_exp.planning.search import (FlowSearchPlanner, LocalSearchPlanner, PolicySearchPlanner, improve_by_swaps,
+                                         sample_cells)
 from conftest import make_agent
 
 ENV = "firebreak_exp.environment.FuelBreakEnv"
@@ -58,8 +60,8 @@ def test_sample_cells_keeps_to_valid_cells_and_greedy_rows_take_the_best():
 
 
 def test_flow_search_keeps_the_best_rollout_on_the_shown_fires(setting):
-    one = FlowSearchPlanner(rollouts=1, temperature=0.02, env_class=ENV)
-    many = FlowSearchPlanner(rollouts=6, temperature=0.3, env_class=ENV)
+    one = FlowSearchPlanner(rollouts=1, temperature=0.02, swap_candidates=0, swap_passes=0, env_class=ENV)
+    many = FlowSearchPlanner(rollouts=6, temperature=0.3, swap_candidates=0, swap_passes=0, env_class=ENV)
     single, best = plan(one, setting), plan(many, setting)
     assert len(set(best.tolist())) == len(best) == setting["num_breaks"]
     assert setting["tile"].burnable.ravel()[best].all()
@@ -76,17 +78,63 @@ def test_policy_search_with_one_rollout_is_the_policy(setting):
     from firebreak_exp.planning.planners import PolicyPlanner
     agent = make_agent((len(CHANNELS), *setting["tile"].shape), channels=4, num_layers=2)
     greedy = plan(PolicyPlanner(agent, ENV), setting)
-    assert np.array_equal(plan(PolicySearchPlanner(agent, rollouts=1, temperature=0.02, env_class=ENV), setting), greedy)
-    searched = PolicySearchPlanner(agent, rollouts=5, temperature=0.3, env_class=ENV)
+    assert np.array_equal(plan(PolicySearchPlanner(agent, rollouts=1, temperature=0.02, swap_candidates=0, swap_passes=0, env_class=ENV), setting), greedy)
+    searched = PolicySearchPlanner(agent, rollouts=5, temperature=0.3, swap_candidates=0, swap_passes=0, env_class=ENV)
     cells = plan(searched, setting)
     assert shown_burned_fraction(setting, cells) <= shown_burned_fraction(setting, greedy) + 1e-12
 
 
 def test_search_settings_are_checked():
     with pytest.raises(ValueError, match="rollouts"):
-        FlowSearchPlanner(rollouts=0, temperature=0.02, env_class=ENV)
+        FlowSearchPlanner(rollouts=0, temperature=0.02, swap_candidates=0, swap_passes=0, env_class=ENV)
     with pytest.raises(ValueError, match="temperature"):
-        FlowSearchPlanner(rollouts=8, temperature=0.0, env_class=ENV)
+        FlowSearchPlanner(rollouts=8, temperature=0.0, swap_candidates=0, swap_passes=0, env_class=ENV)
+    with pytest.raises(ValueError, match="swap_passes=-1: expected an integer >= 0"):
+        FlowSearchPlanner(rollouts=8, temperature=0.02, swap_candidates=4, swap_passes=-1, env_class=ENV)
+
+
+class FromScratch(FireSimulator):
+    """The travel-time simulator without its incremental search: every fire burned from scratch."""
+
+    def __init__(self, simulator):
+        super().__init__(simulator.tile, simulator.scenario)
+        self.inner = simulator
+
+    def _arrival(self, ignitions, breaks):
+        return self.inner._arrival(ignitions, breaks)
+
+    def spread_graph(self):
+        return self.inner.spread_graph()
+
+
+def test_swaps_count_what_burning_every_fire_counts_and_never_burn_more(setting):
+    """The swaps score a candidate by burning again only the fires that reach it (continuing their search
+    on the travel-time simulator): the plan and counts equal those of a simulator that burns every fire
+    from scratch, the count is the plan's, and no break is moved onto an ignition cell."""
+    from firebreak_exp.planning.evaluation import breaks_map
+    from firebreak_exp.planning.planners import FireFlowPlanner
+    simulator, ignitions, tile = setting["simulator"], setting["ignitions"], setting["tile"]
+    start = plan(FireFlowPlanner(), setting).tolist()
+    improved, stats = improve_by_swaps(start, tile, simulator, ignitions, candidates=6, max_passes=2)
+    again, again_stats = improve_by_swaps(start, tile, FromScratch(simulator), ignitions, 6, 2)
+    assert improved == again and stats == again_stats
+    assert stats["swaps"] > 0 and len(set(improved)) == len(improved) == len(start)
+    ignition_cells = set((ignitions[:, 0] * tile.shape[1] + ignitions[:, 1]).tolist())
+    assert not ignition_cells & (set(improved) - set(start))
+    burned = int(simulator.burn_maps(ignitions, breaks_map(improved, simulator.shape)).sum())
+    assert burned == stats["burned_cells"] < stats["initial_burned_cells"]
+    assert stats["initial_burned_cells"] == int(simulator.burn_maps(ignitions, breaks_map(start, simulator.shape)).sum())
+
+
+def test_search_with_swaps_burns_no_more_than_the_rollout_it_kept(setting):
+    sampled = FlowSearchPlanner(rollouts=4, temperature=0.3, swap_candidates=0, swap_passes=0, env_class=ENV)
+    swapped = FlowSearchPlanner(rollouts=4, temperature=0.3, swap_candidates=6, swap_passes=1, env_class=ENV)
+    before, after = plan(sampled, setting), plan(swapped, setting)
+    assert swapped.last_search["chosen"] == sampled.last_search["chosen"]
+    swaps = swapped.last_search["swaps"]
+    assert swaps["passes"] == 1 and swaps["swaps"] > 0
+    assert shown_burned_fraction(setting, after) < shown_burned_fraction(setting, before)
+    assert len(set(after.tolist())) == len(after) == setting["num_breaks"]
 
 
 def evaluation(r_flow, r_greedy, r_policy, tiles=4, seed=0):
@@ -151,9 +199,9 @@ def test_planners_run_the_environment_of_the_env_group(make_cfg, setting):
     cfg = make_cfg("env._target_=custom_env.CountingEnv")
     agent = make_agent((len(CHANNELS), *setting["tile"].shape), channels=4, num_layers=2)
     planners = build_planners(cfg.planners, ["policy", "policy_search", "flow_search"], agent)
-    for name, episodes in (("policy", 1), ("policy_search", 8), ("flow_search", 8)):
+    for name, episodes in (("policy", 1), ("policy_search", 4), ("flow_search", 4)):
         before = CountingEnv.episodes
         plan(planners[name], setting)
         assert CountingEnv.episodes - before == episodes, name
     with pytest.raises(ValueError, match="env_class=numpy.ndarray: expected FuelBreakEnv or a subclass"):
-        FlowSearchPlanner(rollouts=2, temperature=0.02, env_class="numpy.ndarray")
+        FlowSearchPlanner(rollouts=2, temperature=0.02, swap_candidates=0, swap_passes=0, env_class="numpy.ndarray")
