@@ -157,9 +157,13 @@ def improve_by_swaps(plan, tile, simulator, ignitions: np.ndarray, candidates: i
 
     A pass visits every break of the plan: it takes the break out and tries in its place each of the
     ``candidates`` unbroken burnable cells with the most fire flow under the other breaks, keeping the cell
-    (the one taken out, or a candidate) under which the fires burn the fewest cells. Ignition cells are
-    never tried (a break there would only delete a known fire). A candidate is scored by burning
-    again only the fires that reach it (a break elsewhere cannot change the others); on an
+    (the one taken out, or a candidate) under which the fires burn the fewest cells. Three rules keep the
+    swaps from fitting these fires rather than fires in general: ignition cells are never tried (a break
+    there would only delete a known fire); a break whose removal lets no fire burn more stays (the fires
+    cannot tell its worth); and a candidate is kept only when it lowers the burned cells of both halves
+    of the fires (the even and the odd ones), so a break that contains one fire near its ignition does
+    not count (with a single fire no swap is kept). A candidate is scored by burning again only the fires
+    that reach it (a break elsewhere cannot change the others); on an
     :class:`~firebreak_exp.fire.simulator.IncrementalFireSimulator` their searches continue past the one new
     break. The counts are those of burning every fire. Passes repeat until one changes nothing or
     ``max_passes`` is reached.
@@ -175,7 +179,9 @@ def improve_by_swaps(plan, tile, simulator, ignitions: np.ndarray, candidates: i
     breaks = np.zeros(burnable.shape, dtype=bool)
     breaks.flat[plan] = True
     incremental = isinstance(simulator, IncrementalFireSimulator)
-    best = int(simulator.burn_maps(ignitions, breaks).sum())
+    half = np.arange(len(ignitions)) % 2 == 0          # the even fires; the odd ones are the other half
+    current = simulator.burn_maps(ignitions, breaks).reshape(len(ignitions), -1).sum(axis=1)
+    best = int(current.sum())
     initial, passes, swaps = best, 0, 0
     while passes < max_passes and plan:
         passes += 1
@@ -186,28 +192,33 @@ def improve_by_swaps(plan, tile, simulator, ignitions: np.ndarray, candidates: i
             arrival = simulator.arrival_times(ignitions, breaks) if fires is None else fires.arrival
             reached = np.isfinite(arrival).reshape(len(ignitions), -1)
             per_fire = reached.sum(axis=1)
+            if per_fire.sum() == current.sum():     # no planning fire needs it: its worth is unseen here
+                breaks.flat[out] = True
+                continue
             flow = fire_flow(arrival, simulator.spread_graph()).ravel()
             score = np.where(allowed & ~breaks.ravel(), flow, -np.inf)
             options = [int(c) for c in np.argsort(-score, kind="stable")[:candidates]
                        if np.isfinite(score[c]) and c != out]
-            choice, choice_burned = out, best
-            total = int(per_fire.sum())
+            choice, choice_fires = out, current
             for cell in options:
                 which = np.flatnonzero(reached[:, cell])
                 breaks.flat[cell] = True
                 if incremental:    # those fires' searches continued past the one new break
                     branch = simulator.select(fires, which)
                     simulator.add_breaks(branch, breaks)
-                    after = np.isfinite(branch.arrival).sum()
+                    after = np.isfinite(branch.arrival).sum(axis=(1, 2))
                 else:
-                    after = simulator.burn_maps(ignitions[which], breaks).sum()
-                value = total - int(per_fire[which].sum()) + int(after)
+                    after = simulator.burn_maps(ignitions[which], breaks).sum(axis=(1, 2))
                 breaks.flat[cell] = False
-                if value < choice_burned:
-                    choice, choice_burned = cell, value
+                value = per_fire.copy()
+                value[which] = after
+                both = value[half].sum() < current[half].sum() and value[~half].sum() < current[~half].sum()
+                if both and value.sum() < choice_fires.sum():
+                    choice, choice_fires = cell, value
             breaks.flat[choice] = True
             if choice != out:
-                plan[position], best, changed = choice, choice_burned, True
+                plan[position], current, changed = choice, choice_fires, True
+                best = int(current.sum())
                 swaps += 1
         if not changed:
             break

@@ -107,34 +107,48 @@ class FromScratch(FireSimulator):
         return self.inner.spread_graph()
 
 
-def test_swaps_count_what_burning_every_fire_counts_and_never_burn_more(setting):
+@pytest.fixture
+def crowded(setting):
+    """The smoke tile with 32 planning fires (the environment's default count) and a 10 % budget."""
+    return {**setting, "ignitions": draw_ignitions(setting["tile"], 32, evaluation_rng(0, 1, 0))}
+
+
+def test_swaps_count_what_burning_every_fire_counts_and_never_burn_more(crowded):
     """The swaps score a candidate by burning again only the fires that reach it (continuing their search
     on the travel-time simulator): the plan and counts equal those of a simulator that burns every fire
-    from scratch, the count is the plan's, and no break is moved onto an ignition cell."""
+    from scratch, and the count is the plan's. Every swap kept lowers both halves of the fires; a break no
+    fire reaches stays where it is; no break is moved onto an ignition cell."""
     from firebreak_exp.planning.evaluation import breaks_map
     from firebreak_exp.planning.planners import FireFlowPlanner
-    simulator, ignitions, tile = setting["simulator"], setting["ignitions"], setting["tile"]
-    start = plan(FireFlowPlanner(), setting).tolist()
+    simulator, ignitions, tile = crowded["simulator"], crowded["ignitions"], crowded["tile"]
+    start = plan(FireFlowPlanner(), crowded).tolist()
+    maps = simulator.burn_maps(ignitions, breaks_map(start, simulator.shape))
+    idle = int(np.flatnonzero(tile.burnable.ravel() & ~maps.any(axis=0).ravel()
+                              & ~breaks_map(start, simulator.shape).ravel())[0])
+    start[-1] = idle                                   # a break no planning fire reaches
     improved, stats = improve_by_swaps(start, tile, simulator, ignitions, candidates=6, max_passes=2)
     again, again_stats = improve_by_swaps(start, tile, FromScratch(simulator), ignitions, 6, 2)
     assert improved == again and stats == again_stats
     assert stats["swaps"] > 0 and len(set(improved)) == len(improved) == len(start)
+    assert idle in improved
     ignition_cells = set((ignitions[:, 0] * tile.shape[1] + ignitions[:, 1]).tolist())
     assert not ignition_cells & (set(improved) - set(start))
-    burned = int(simulator.burn_maps(ignitions, breaks_map(improved, simulator.shape)).sum())
-    assert burned == stats["burned_cells"] < stats["initial_burned_cells"]
-    assert stats["initial_burned_cells"] == int(simulator.burn_maps(ignitions, breaks_map(start, simulator.shape)).sum())
+    per_fire = {name: simulator.burn_maps(ignitions, breaks_map(cells, simulator.shape)).sum(axis=(1, 2))
+                for name, cells in (("start", start), ("improved", improved))}
+    assert per_fire["improved"].sum() == stats["burned_cells"] < stats["initial_burned_cells"] == per_fire["start"].sum()
+    for half in (slice(0, None, 2), slice(1, None, 2)):
+        assert per_fire["improved"][half].sum() < per_fire["start"][half].sum()
 
 
-def test_search_with_swaps_burns_no_more_than_the_rollout_it_kept(setting):
+def test_search_with_swaps_burns_no_more_than_the_rollout_it_kept(crowded):
     sampled = FlowSearchPlanner(rollouts=4, temperature=0.3, swap_candidates=0, swap_passes=0, env_class=ENV)
     swapped = FlowSearchPlanner(rollouts=4, temperature=0.3, swap_candidates=6, swap_passes=1, env_class=ENV)
-    before, after = plan(sampled, setting), plan(swapped, setting)
+    before, after = plan(sampled, crowded), plan(swapped, crowded)
     assert swapped.last_search["chosen"] == sampled.last_search["chosen"]
     swaps = swapped.last_search["swaps"]
     assert swaps["passes"] == 1 and swaps["swaps"] > 0
-    assert shown_burned_fraction(setting, after) < shown_burned_fraction(setting, before)
-    assert len(set(after.tolist())) == len(after) == setting["num_breaks"]
+    assert shown_burned_fraction(crowded, after) < shown_burned_fraction(crowded, before)
+    assert len(set(after.tolist())) == len(after) == crowded["num_breaks"]
 
 
 def evaluation(r_flow, r_greedy, r_policy, tiles=4, seed=0):
