@@ -183,7 +183,7 @@ def improve_by_swaps(plan, tile, simulator, ignitions: np.ndarray, candidates: i
     current = simulator.burn_maps(ignitions, breaks).reshape(len(ignitions), -1).sum(axis=1)
     best = int(current.sum())
     initial, passes, swaps = best, 0, 0
-    while passes < max_passes and plan:
+    while passes < max_passes and plan and candidates > 0:
         passes += 1
         changed = False
         for position, out in enumerate(plan):
