@@ -53,13 +53,22 @@ def _expected(node) -> Optional[str]:
     return next((text for kind, text in EXPECTED.items() if isinstance(node, kind)), None)
 
 
+def _suggestions(key: str, keys: list) -> list:
+    """Up to 3 of ``keys`` the user may have meant by ``key``: first those whose words (``_``-separated) all
+    appear in ``key`` or contain all of its words (``total_episodes``: ``episodes``), then the closest by
+    spelling."""
+    words = set(key.split("_"))
+    shared = [k for k in keys if set(k.split("_")) <= words or words <= set(k.split("_"))]
+    return list(dict.fromkeys(shared + difflib.get_close_matches(key, keys, n=3, cutoff=0.5)))[:3]
+
+
 def _unknown_key(override: str, cause: OmegaConfBaseException) -> str:
     full_key = str(getattr(cause, "full_key", None) or override.split("=")[0])
     parent, key = full_key.rpartition(".")[0], str(getattr(cause, "key", None) or full_key.rpartition(".")[2])
     node = getattr(cause, "parent_node", None)
     keys = [str(k) for k in node.keys()] if isinstance(node, DictConfig) else []
     where = f"{parent}." if parent else ""
-    close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+    close = _suggestions(key, keys)
     if close:
         return f"{override}: unknown key {full_key}; did you mean {' or '.join(where + k for k in close)}?"
     known = f"; {parent or 'the config'} has the keys {', '.join(keys)}" if keys else ""

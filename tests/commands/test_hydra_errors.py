@@ -28,6 +28,10 @@ def composition_error(override: str) -> BaseException:
     ("trainer.episodes=null", "trainer.episodes=null: expected an integer, not null"),
     ("trainer.episods=3", "trainer.episods=3: unknown key trainer.episods; did you mean trainer.episodes or "
                           "trainer.eval_episodes?"),
+    ("trainer.total_episodes=3", "trainer.total_episodes=3: unknown key trainer.total_episodes; did you mean "
+                                 "trainer.episodes or trainer.eval_episodes?"),
+    ("env.ignitions=3", "env.ignitions=3: unknown key env.ignitions; did you mean env.num_ignitions or "
+                        "env.reward_ignitions?"),
     ("parallel=gpu", "parallel=gpu: config group parallel has no option 'gpu'; expected one of dask, joblib, "
                      "process, sequential, thread"),
     ("seed=[", "seed=[: cannot parse this override (no viable alternative at input '['); see "
