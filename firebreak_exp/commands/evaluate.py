@@ -222,8 +222,8 @@ def add_new_planner_settings(base: DictConfig, own: dict) -> None:
     """Give each planner of an archived config ``base`` the settings it lacks from the command's own
     ``planners`` (the same ``_target_``): a run archived before a planner setting existed plans with its
     default, and the log says so."""
-    for name, planner in own.get("planners", {}).items():
-        archived = base.planners.get(name) if "planners" in base else None
+    for name, planner in own["planners"].items():
+        archived = base.planners.get(name)
         if archived is None or archived.get("_target_") != planner.get("_target_"):
             continue
         for key, value in planner.items():

@@ -180,9 +180,8 @@ def improve_by_swaps(plan, tile, simulator, ignitions: np.ndarray, candidates: i
     breaks.flat[plan] = True
     incremental = isinstance(simulator, IncrementalFireSimulator)
     half = np.arange(len(ignitions)) % 2 == 0          # the even fires; the odd ones are the other half
-    current = simulator.burn_maps(ignitions, breaks).reshape(len(ignitions), -1).sum(axis=1)
-    best = int(current.sum())
-    initial, passes, swaps = best, 0, 0
+    current = simulator.burn_maps(ignitions, breaks).reshape(len(ignitions), -1).sum(axis=1)   # cells per fire
+    initial, passes, swaps = int(current.sum()), 0, 0
     while passes < max_passes and plan and candidates > 0:
         passes += 1
         changed = False
@@ -200,6 +199,7 @@ def improve_by_swaps(plan, tile, simulator, ignitions: np.ndarray, candidates: i
             options = [int(c) for c in np.argsort(-score, kind="stable")[:candidates]
                        if np.isfinite(score[c]) and c != out]
             choice, choice_fires = out, current
+            current_halves = current[half].sum(), current[~half].sum()
             for cell in options:
                 which = np.flatnonzero(reached[:, cell])
                 breaks.flat[cell] = True
@@ -212,17 +212,17 @@ def improve_by_swaps(plan, tile, simulator, ignitions: np.ndarray, candidates: i
                 breaks.flat[cell] = False
                 value = per_fire.copy()
                 value[which] = after
-                both = value[half].sum() < current[half].sum() and value[~half].sum() < current[~half].sum()
+                both = value[half].sum() < current_halves[0] and value[~half].sum() < current_halves[1]
                 if both and value.sum() < choice_fires.sum():
                     choice, choice_fires = cell, value
             breaks.flat[choice] = True
             if choice != out:
                 plan[position], current, changed = choice, choice_fires, True
-                best = int(current.sum())
                 swaps += 1
         if not changed:
             break
-    return plan, {"initial_burned_cells": initial, "burned_cells": best, "passes": passes, "swaps": swaps}
+    return plan, {"initial_burned_cells": initial, "burned_cells": int(current.sum()), "passes": passes,
+                  "swaps": swaps}
 
 
 class LocalSearchPlanner(Planner):
