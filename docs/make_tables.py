@@ -85,7 +85,7 @@ def plan_comparison() -> str:
             "|---|---|---:|---|---:|---|---:|"]
     for m, v in runs[0]["methods"].items():
         cells = [f"{_r(run['methods'][m])} | {run['methods'][m]['plan_seconds']:.1f}" if m in run["methods"]
-                 else "the same (no windows) |" for run in runs]
+                 else "the same (no windows) |" if m in ("random", "domirank") else "– |" for run in runs]
         rows.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -102,7 +102,7 @@ def plan_targets() -> str:
         ("policy planning time, whole sample, 5 %, 2 cores", "≤ 60 s",
          f"{seconds:.1f} s (load average {r['default']['load_average_1min']:.1f})", "yes" if seconds <= 60 else "no"),
         ("scoring with 64 fires, fast simulator", "≤ 60 s", f"≤ {scoring:.1f} s", "yes" if scoring <= 60 else "no"),
-        ("peak RSS, whole run", "≤ 4 GB", f"{r['default']['peak_rss_mb']:,} MiB defaults (4 methods); at most "
+        ("peak RSS, whole run", "≤ 4 GB", f"{r['default']['peak_rss_mb']:,} MiB defaults ({len(default)} methods); at most "
          f"{rss:,} MiB (`plan_window=null`)", "yes" if rss <= 4096 else "no"),
         ("policy R ≥ 2 × random's R", f"≥ {2 * random:.3f}", f"{policy:.3f} ({policy / random:.2f} ×)",
          "yes" if policy >= 2 * random else "no"),
@@ -115,6 +115,13 @@ def plan_targets() -> str:
                     rows[-1][2] + "; seeds 1, 2: " + ", ".join(f"{x:.3f} × flow" for x in ratios),
                     "; ".join(f"{'yes' if x >= 1 else 'no'} for seed {seed}"
                               for seed, x in enumerate([policy / flow] + ratios)))
+    if "policy_search" in default:
+        search = default["policy_search"]["plan_seconds"]
+        rows.insert(1, ("policy_search (the policy with decision-time search) planning time, same run", "≤ 60 s",
+                        f"{search:.1f} s", "yes" if search <= 60 else "no"))
+        ratios = [s["methods"]["policy_search"]["R"] / s["methods"]["flow"]["R"] for s in r["training_seeds"]]
+        rows.append(("policy_search R ≥ fire flow's R (training seeds 0, 1, 2)", "≥ 1.000 × flow",
+                     ", ".join(f"{x:.3f} ×" for x in ratios), "yes" if min(ratios) >= 1 else "no"))
     return "\n".join(["| target | threshold | measured | met |", "|---|---|---|---|"]
                      + [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in rows])
 
@@ -130,23 +137,26 @@ def plan_tile_size() -> str:
 
 def plan_seeds() -> str:
     """The policy of each training seed against fire flow on the whole sample (the defaults)."""
-    rows = ["| policy of | policy R | flow R | policy ÷ flow |", "|---|---|---|---:|"]
+    rows = ["| policy of | policy R | flow R | policy ÷ flow | policy_search R | flow_search R | policy_search ÷ flow |",
+            "|---|---|---|---:|---|---|---:|"]
     for seed, s in enumerate(_load("plan.json")["training_seeds"]):
         m = s["methods"]
         rows.append(f"| training seed {seed} | {_r(m['policy'])} | {_r(m['flow'])} | "
-                    f"{m['policy']['R'] / m['flow']['R']:.3f} |")
+                    f"{m['policy']['R'] / m['flow']['R']:.3f} | {_r(m['policy_search'])} | {_r(m['flow_search'])} | "
+                    f"{m['policy_search']['R'] / m['flow']['R']:.3f} |")
     return "\n".join(rows)
 
 
 def plan_scaling() -> str:
     """Planning seconds and peak memory against the size of the planned grid (the defaults)."""
-    rows = ["| cells (burnable) | windows | policy s | flow s | scoring s | peak MiB | load average |",
-            "|---|---:|---:|---:|---:|---:|---:|"]
+    methods = ("policy", "flow", "policy_search", "flow_search")
+    rows = ["| cells (burnable) | windows | " + " | ".join(f"{m} s" for m in methods)
+            + " | scoring s | peak MiB | load average |", "|---|---:|" + "---:|" * (len(methods) + 3)]
     for a in _load("plan.json")["scaling"]:
         m = a["methods"]
-        rows.append(f"| {a['note']} ({a['burnable_cells']:,}) | {a['windows']} | {m['policy']['plan_seconds']:.1f} | "
-                    f"{m['flow']['plan_seconds']:.1f} | {m['policy']['scoring_seconds']:.1f} | {a['peak_rss_mb']:,} | "
-                    f"{a['load_average_1min']:.1f} |")
+        rows.append(f"| {a['note']} ({a['burnable_cells']:,}) | {a['windows']} | "
+                    + " | ".join(f"{m[name]['plan_seconds']:.1f}" for name in methods)
+                    + f" | {m['policy']['scoring_seconds']:.1f} | {a['peak_rss_mb']:,} | {a['load_average_1min']:.1f} |")
     return "\n".join(rows)
 
 
@@ -243,13 +253,16 @@ def readme_figures() -> str:
         rows.append((f"held-out R at 5 %, {landscape}, mean (worst) of seeds 0–2", held_out,
                      "[docs/learning.md](docs/learning.md)"))
     plan = _load("plan.json")["default"]
-    whole = ", ".join(f"{_method(m)} {plan['methods'][m]['R']:.3f}" for m in ("policy", "flow", "random", "domirank"))
+    whole = ", ".join(f"{_method(m)} {plan['methods'][m]['R']:.3f}"
+                      for m in ("policy", "policy_search", "flow", "flow_search", "random", "domirank"))
     others = _load("plan.json").get("training_seeds", [])[1:]
-    seeds = ("; training seeds 1, 2: policy " + ", ".join(
-        f"{s['methods']['policy']['R'] / s['methods']['flow']['R']:.2f}" for s in others) + " × fire flow") if others else ""
+    seeds = ("; training seeds 1, 2, ÷ fire flow: " + "; ".join(f"{m} " + ", ".join(
+        f"{s['methods'][m]['R'] / s['methods']['flow']['R']:.2f}" for s in others)
+        for m in ("policy", "policy_search"))) if others else ""
     rows.append(("R at 5 %, whole Worcester sample, `python -m firebreak_exp.plan`",
-                 f"{whole} (policy of training seed 0{seeds}); policy plans in "
-                 f"{plan['methods']['policy']['plan_seconds']:.0f} s, peak {plan['peak_rss_mb'] / 1024:.1f} GiB",
+                 f"{whole} (policy of training seed 0{seeds}); plan seconds policy "
+                 f"{plan['methods']['policy']['plan_seconds']:.0f}, policy_search "
+                 f"{plan['methods']['policy_search']['plan_seconds']:.0f}; peak {plan['peak_rss_mb'] / 1024:.1f} GiB",
                  "`python docs/results/collect_plan.py --run`, [docs/plan.md](docs/plan.md)"))
     return "\n".join(["| figure | value | from |", "|---|---|---|"]
                      + [f"| {a} | {b} | {c} |" for a, b, c in rows])

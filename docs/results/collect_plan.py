@@ -25,18 +25,20 @@ SAMPLE = ["landscape=landfire",
 SIZES = [("150,200,100,100", "100 x 100"), ("100,150,200,200", "200 x 200"), ("60,120,300,400", "300 x 400")]
 #: name: (overrides after SAMPLE, note)
 PLANS = {
-    "worcester_default": (["method=[policy,flow,random,domirank]"],
+    "worcester_default": (["method=[policy,policy_search,flow,flow_search,random,domirank]"],
                           "the defaults: plan_window=25, window_budget=risk"),
     "worcester_window25_burnable": (["method=[policy,flow]", "window_budget=burnable"],
                                     "plan_window=25, window_budget=burnable"),
     "worcester_whole_grid": (["method=[policy,flow]", "plan_window=null"], "plan_window=null: the whole grid at once"),
-    **{f"worcester_window_{w.replace(',', '_')}": (["method=[policy,flow]", f"window=[{w}]"], size)
+    **{f"worcester_window_{w.replace(',', '_')}": (["method=[policy,policy_search,flow,flow_search]",
+                                                    f"window=[{w}]"], size)
        for w, size in SIZES},
     "worcester_tile_25": (["method=[policy,flow,random]", "window=[150,200,25,25]", "plan_window=null",
                            "num_ignitions=32"], "25 x 25, num_ignitions=32"),
     "worcester_tile_50": (["method=[policy,flow,random]", "window=[150,200,50,50]", "plan_window=null",
                            "num_ignitions=32"], "50 x 50, num_ignitions=32"),
-    **{f"worcester_seed{seed}": (["method=[policy,flow]", f"checkpoint=outputs/multirun/worcester/{seed}"],
+    **{f"worcester_seed{seed}": (["method=[policy,policy_search,flow,flow_search]",
+                                  f"checkpoint=outputs/multirun/worcester/{seed}"],
                                  f"the policy of training seed {seed} (its config's seed draws the fires)")
        for seed in (1, 2)},
 }

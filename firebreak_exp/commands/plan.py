@@ -6,6 +6,7 @@ Examples::
         landscape=landfire landscape.raster_dir=../shared/data/landfire/worcester_vt budget_percent=5
     python -m firebreak_exp.plan method=flow landscape=landfire landscape.raster_dir=/data/lf
     python -m firebreak_exp.plan method=[policy,flow,random,domirank] checkpoint=<run> ...
+    python -m firebreak_exp.plan method=[policy_search,flow_search] checkpoint=<run> ...   # decision-time search
 
 ``checkpoint`` resolves as in ``python -m firebreak_exp.evaluate`` (its training config is the base; the
 groups and keys on the command line override it). The whole raster (or ``window``) is one grid (see
@@ -49,9 +50,11 @@ class PlanGreedySettings:
 @dataclass
 class PlanConfig(Config):
     """The composed configuration of ``python -m firebreak_exp.plan``: the training groups plus these."""
-    checkpoint: Optional[str] = MISSING      # checkpoint file, training run folder or MLflow run id (method policy)
+    checkpoint: Optional[str] = MISSING      # checkpoint file, training run folder or MLflow run id (policy,
+                                             # policy_search)
     checkpoint_file: str = MISSING           # checkpoint of a run folder / run id (falls back to last.pt)
-    method: Any = MISSING                    # policy, flow, greedy, domirank, random, or a list of them
+    method: Any = MISSING                    # policy, policy_search, flow, flow_search, greedy, domirank, random,
+                                             # or a list of them
     budget_percent: float = MISSING          # breaks, % of the burnable cells, in (0, 100)
     budget_hectares: Optional[float] = MISSING  # breaks in ha instead (cell area: cell_size^2 / 10,000 ha)
     num_ignitions: int = MISSING             # planning fires, drawn across the burnable cells
@@ -60,8 +63,9 @@ class PlanConfig(Config):
                                               # null = env.percentage_increment
     planning_simulator: Optional[str] = MISSING  # simulator of the planning fires; null = `simulator`
     window: Optional[List[int]] = MISSING    # [row, col, height, width] cells: plan this part of the raster only
-    plan_window: Optional[int] = MISSING     # cells: flow, policy and greedy plan window by window of this size,
-                                             # each with env.num_ignitions fires; None = the whole grid at once
+    plan_window: Optional[int] = MISSING     # cells: flow, policy, greedy and the searches plan window by window of
+                                             # this size, each with env.num_ignitions fires; None = the whole grid
+                                             # at once (not for the searches)
     window_budget: str = MISSING             # risk: windows share the budget by the burn probability of
                                              # risk_ignitions fires over the whole grid; burnable: by burnable cells
     risk_ignitions: int = MISSING            # untreated fires over the whole grid that measure the risk
@@ -84,13 +88,15 @@ def methods_of(cfg) -> list:
 def check_plan_values(cfg) -> None:
     """Range checks of the plan keys; ValueError names the key."""
     from firebreak_exp.fire import SIMULATORS
-    from firebreak_exp.planning.whole_landscape import METHODS
+    from firebreak_exp.planning.whole_landscape import LEARNED_METHODS, METHODS, SEARCH_METHODS
     methods = methods_of(cfg)
     unknown = [m for m in methods if m not in METHODS]
     if unknown or not methods or len(set(methods)) != len(methods):
         raise ValueError(f"method={methods}: expected one or more distinct of {list(METHODS)}")
-    if "policy" in methods and cfg.checkpoint is None:
-        raise ValueError("method=policy needs checkpoint=<checkpoint file | training run folder | MLflow run id>")
+    for learned in LEARNED_METHODS:
+        if learned in methods and cfg.checkpoint is None:
+            raise ValueError(f"method={learned} needs checkpoint=<checkpoint file | training run folder | "
+                             "MLflow run id>")
     if cfg.budget_hectares is None and not 0 < cfg.budget_percent < 100:
         raise ValueError(f"budget_percent={cfg.budget_percent}: expected a percentage of burnable cells in (0, 100)")
     if cfg.budget_hectares is not None and not cfg.budget_hectares > 0:
@@ -102,6 +108,10 @@ def check_plan_values(cfg) -> None:
         raise ValueError(f"batch_percent={cfg.batch_percent}: expected a percentage of burnable cells in (0, 100]")
     if cfg.plan_window is not None and cfg.plan_window < 2:
         raise ValueError(f"plan_window={cfg.plan_window}: expected a window side of at least 2 cells, or null")
+    searches = [m for m in methods if m in SEARCH_METHODS]
+    if searches and cfg.plan_window is None:
+        raise ValueError(f"plan_window=null: method {searches[0]} plans window by window only; expected a window "
+                         "side such as the training tile size (25)")
     if cfg.window_budget not in WINDOW_BUDGETS:
         raise ValueError(f"window_budget={cfg.window_budget}: expected one of {list(WINDOW_BUDGETS)}")
     if cfg.planning_simulator is not None and cfg.planning_simulator not in SIMULATORS:
@@ -154,43 +164,56 @@ def _plan_one(method, cfg, train_cfg, landscape, simulator, scenario, num_breaks
     """Plan with one method: ``{"cells", "batches", "windows", "seconds"}`` (in windows, the seconds include
     the risk fires' even when an earlier method of the job simulated them)."""
     from firebreak_exp.planning import whole_landscape as lp
-    from firebreak_exp.planning.evaluation import PLANNER_STREAM, PLANNING_STREAM, evaluation_rng
+    from firebreak_exp.planning.evaluation import PLANNER_STREAM, PLANNING_STREAM, build_planners, evaluation_rng
     from firebreak_exp.planning.planners import RandomPlanner, environment_class
     start = time.perf_counter()
     batches, windows = 1, 1
+    planner_rng = evaluation_rng(seed, PLANNER_STREAM, 0, 0)
     if method == "random":
-        cells = RandomPlanner().plan(landscape.tile, simulator, scenario, num_breaks, planning,
-                                     evaluation_rng(seed, PLANNER_STREAM, 0, 0))
+        cells = RandomPlanner().plan(landscape.tile, simulator, scenario, num_breaks, planning, planner_rng)
     elif method == "domirank":
         cells = instantiate(train_cfg.planners.domirank).plan(
             landscape.tile, simulator, scenario, num_breaks, planning, None)
+    elif cfg.plan_window is None:
+        cells, batches, _ = lp.plan_in_batches(landscape, simulator, scenario, num_breaks, planning,
+                                               lp.batch_size(landscape.num_burnable, batch_percent),
+                                               _scorer(method, cfg, agent), env_class=environment_class(
+                                                   train_cfg.env._target_))
     else:
-        env_class = environment_class(train_cfg.env._target_)
-        scorers = {"flow": lp.flow_scorer, "policy": lp.PolicyScorer(agent),
-                   "greedy": lambda env: lp.greedy_scorer(env, cfg.greedy.max_candidates, cfg.greedy.exclude_ignitions)}
-        if cfg.plan_window is None:
-            cells, batches, _ = lp.plan_in_batches(landscape, simulator, scenario, num_breaks, planning,
-                                                   lp.batch_size(landscape.num_burnable, batch_percent),
-                                                   scorers[method], env_class=env_class)
+        start -= 0.0 if risk.map is None else risk.seconds
+        size, fires = int(cfg.plan_window), int(train_cfg.env.num_ignitions)
+        window_rng = evaluation_rng(seed, PLANNING_STREAM, 1)   # the same window fires for every method
+        if method in lp.SEARCH_METHODS:
+            planner = build_planners(train_cfg.planners, [method], agent)[method]
+            cells, batches, windows = lp.search_in_windows(
+                landscape, simulator, scenario, num_breaks, size, fires, planner, window_rng,
+                lambda index: evaluation_rng(seed, PLANNER_STREAM, 1, index), risk())
         else:
-            simulated = risk.map is not None
-            cells, batches, windows = lp.plan_in_windows(landscape, simulator, scenario, num_breaks,
-                                                         int(cfg.plan_window), int(train_cfg.env.num_ignitions),
-                                                         batch_percent, scorers[method],
-                                                         evaluation_rng(seed, PLANNING_STREAM, 1), risk(),
-                                                         env_class=env_class)
-            start -= risk.seconds if simulated else 0.0
+            cells, batches, windows = lp.plan_in_windows(landscape, simulator, scenario, num_breaks, size, fires,
+                                                         batch_percent, _scorer(method, cfg, agent), window_rng,
+                                                         risk(), env_class=environment_class(train_cfg.env._target_))
     return {"cells": np.asarray(cells, np.int64), "batches": batches, "windows": windows,
             "seconds": time.perf_counter() - start}
 
 
+def _scorer(method: str, cfg, agent):
+    """``make_scorer`` of a method that places batches of breaks (:data:`~firebreak_exp.planning.whole_landscape.
+    BATCHED_METHODS`)."""
+    from firebreak_exp.planning import whole_landscape as lp
+    if method == "flow":
+        return lp.flow_scorer
+    if method == "policy":
+        return lp.PolicyScorer(agent)
+    return lambda env: lp.greedy_scorer(env, cfg.greedy.max_candidates, cfg.greedy.exclude_ignitions)
+
+
 def format_plan_table(records: list) -> str:
     """One row per method: breaks, burned area untreated and treated (ha, mean per fire), R [CI], seconds."""
-    lines = [f"{'method':<10}{'breaks':>8}{'ha':>9}{'BA0 ha':>9}{'BA ha':>9}{'R':>8}{'95% CI':>18}"
+    lines = [f"{'method':<14}{'breaks':>8}{'ha':>9}{'BA0 ha':>9}{'BA ha':>9}{'R':>8}{'95% CI':>18}"
              f"{'plan s':>8}{'score s':>9}"]
     for r in records:
         lo, hi = r["R_ci"]
-        lines.append(f"{r['method']:<10}{r['break_cells']:>8d}{r['break_hectares']:>9.1f}"
+        lines.append(f"{r['method']:<14}{r['break_cells']:>8d}{r['break_hectares']:>9.1f}"
                      f"{r['burned_area_untreated']['hectares']:>9.2f}{r['burned_area_treated']['hectares']:>9.2f}"
                      f"{r['R']:>8.4f}{f'[{lo:.4f}, {hi:.4f}]':>18}{r['plan_seconds']:>8.1f}"
                      f"{r['scoring_seconds']:>9.1f}")
@@ -247,7 +270,8 @@ def plan_job(cfg: DictConfig) -> dict:
     setup_start = time.perf_counter()
     landscape = lp.load_landscape(train_cfg.landscape, None if cfg.window is None else list(cfg.window))
     num_breaks = lp.budget_cells(landscape, cfg.budget_percent, cfg.budget_hectares)
-    agent = load_agent(train_cfg, source["path"], landscape.tile.shape) if "policy" in methods else None
+    learned = any(m in lp.LEARNED_METHODS for m in methods)
+    agent = load_agent(train_cfg, source["path"], landscape.tile.shape) if learned else None
     scenario = instantiate(OmegaConf.to_container(train_cfg.scenario, resolve=True))
     planning_sim, scoring_sim, scoring_name = _simulators(cfg, train_cfg, landscape, scenario)
     setup_seconds = time.perf_counter() - setup_start

@@ -12,8 +12,10 @@ that score highest under the current fires (fire flow; the Q-network's values ov
 simulated single-break reduction), then the env brings its fires to the new breaks
 (:meth:`~firebreak_exp.environment.FuelBreakEnv.step_batch`), or do so window by window
 (:func:`plan_in_windows`, the command's default), the windows sharing the budget by fire risk
-(:func:`burn_probability`, :func:`window_budgets`). ``random`` and ``domirank`` do not follow fires and
-plan in one go. Plans are scored on fresh ignitions (:func:`score_plan_fires`).
+(:func:`burn_probability`, :func:`window_budgets`). The decision-time searches (``policy_search``,
+``flow_search``) plan window by window only, each window as a tile of the evaluation
+(:func:`search_in_windows`). ``random`` and ``domirank`` do not follow fires and plan in one go. Plans
+are scored on fresh ignitions (:func:`score_plan_fires`).
 
 Units: cells, hectares (ha), fractions of the burnable cells, minutes, seconds.
 """
@@ -37,8 +39,12 @@ log = logging.getLogger(__name__)
 NODATA_FUEL_MODEL = 99
 #: Planners that follow the fires and plan in batches; the others plan in one go.
 BATCHED_METHODS = ("flow", "policy", "greedy")
+#: The decision-time searches (planning/search.py): window by window only, each window planned as a tile.
+SEARCH_METHODS = ("policy_search", "flow_search")
 ONE_GO_METHODS = ("random", "domirank")
-METHODS = BATCHED_METHODS + ONE_GO_METHODS
+METHODS = BATCHED_METHODS + SEARCH_METHODS + ONE_GO_METHODS
+#: The methods that need a trained agent (a checkpoint).
+LEARNED_METHODS = ("policy", "policy_search")
 
 
 @dataclass
@@ -333,25 +339,39 @@ def burn_probability(simulator, tile: Tile, num_fires: int, rng: np.random.Gener
 WINDOWS_TOGETHER = 32
 
 
-def plan_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, size: int, num_ignitions: int,
-                    batch_percent: float, make_scorer: Callable, rng: np.random.Generator,
-                    risk: Optional[np.ndarray] = None, *, env_class: type) -> tuple:
-    """:func:`plan_in_batches` window by window: ``size`` x ``size`` cells from the top-left corner (the last
-    row and column of windows take what is left), each with ``num_ignitions`` planning fires of its
-    own (burning inside the window, as on a training tile), its share of the budget (:func:`window_budgets`:
-    in proportion to the window's sum of ``risk``, the burn probability (H, W) of fires over the whole grid, or
-    to its burnable cells without ``risk``) and ``batch_percent`` % of its burnable cells per batch.
-    ``make_scorer(env)`` as for :func:`plan_in_batches`. :data:`WINDOWS_TOGETHER` windows at a time are planned
-    in lockstep (:func:`plan_together`); each window's plan is what planning it alone gives. Returns
-    ``(cells of the whole grid, number of batches, number of windows)``."""
-    from firebreak_exp.planning.evaluation import draw_ignitions
+def grid_cells(cells, width: int, row: int, col: int, grid_width: int) -> list:
+    """Flat cells of a window ``width`` cells wide whose top-left cell is (``row``, ``col``) as flat cells of
+    the grid ``grid_width`` cells wide."""
+    local_rows, local_cols = np.divmod(np.asarray(cells, np.int64), width)
+    return ((local_rows + row) * grid_width + local_cols + col).tolist()
+
+
+def split_windows(landscape: Landscape, size: int, num_breaks: int, risk: Optional[np.ndarray] = None) -> tuple:
+    """``size`` x ``size`` windows of ``landscape`` from the top-left corner (the last row and column of windows
+    take what is left) and each one's share of ``num_breaks`` (:func:`window_budgets`: in proportion to the
+    window's sum of ``risk``, the burn probability (H, W) of fires over the whole grid, or to its burnable cells
+    without ``risk``). Returns ``(corners [(row, col)], windows [Landscape], budgets int (n,))``."""
     rows, cols = landscape.tile.shape
     corners = [(r, c) for r in range(0, rows, size) for c in range(0, cols, size)]
     windows = [window_landscape(landscape, r, c, min(size, rows - r), min(size, cols - c)) for r, c in corners]
     weights = None
     if risk is not None and float(np.sum(risk)) > 0:
         weights = np.array([float(risk[r:r + size, c:c + size].sum()) for r, c in corners])
-    budgets = window_budgets(np.array([w.num_burnable for w in windows]), num_breaks, weights)
+    return corners, windows, window_budgets(np.array([w.num_burnable for w in windows]), num_breaks, weights)
+
+
+def plan_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, size: int, num_ignitions: int,
+                    batch_percent: float, make_scorer: Callable, rng: np.random.Generator,
+                    risk: Optional[np.ndarray] = None, *, env_class: type) -> tuple:
+    """:func:`plan_in_batches` window by window (:func:`split_windows`), each window with ``num_ignitions``
+    planning fires of its own drawn from ``rng`` (burning inside the window, as on a training tile), its share
+    of the budget and ``batch_percent`` % of its burnable cells per batch. ``make_scorer(env)`` as for
+    :func:`plan_in_batches`. :data:`WINDOWS_TOGETHER` windows at a time are planned in lockstep
+    (:func:`plan_together`); each window's plan is what planning it alone gives. Returns
+    ``(cells of the whole grid, number of batches, number of windows)``."""
+    from firebreak_exp.planning.evaluation import draw_ignitions
+    cols = landscape.tile.shape[1]
+    corners, windows, budgets = split_windows(landscape, size, num_breaks, risk)
     build = CroppedRatesSimulator(simulator, type(simulator))
     order, batches, group = [], 0, []
     for index, ((row, col), window, budget) in enumerate(zip(corners, windows, budgets)):
@@ -362,11 +382,33 @@ def plan_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, 
         if len(group) == WINDOWS_TOGETHER or (index == len(windows) - 1 and group):
             plan_together([plan for _, _, plan in group], make_scorer)
             for row0, col0, plan in group:
-                local_rows, local_cols = np.divmod(np.asarray(plan.order, np.int64), plan.env.grid_shape[1])
-                order.extend(((local_rows + row0) * cols + local_cols + col0).tolist())
+                order.extend(grid_cells(plan.order, plan.env.grid_shape[1], row0, col0, cols))
                 batches += plan.batches
             group = []
     return np.asarray(order, dtype=np.int64), batches, len(windows)
+
+
+def search_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, size: int, num_ignitions: int,
+                      planner, rng: np.random.Generator, window_rng: Callable[[int], np.random.Generator],
+                      risk: Optional[np.ndarray] = None) -> tuple:
+    """A search planner (``policy_search``, ``flow_search``: :class:`~firebreak_exp.planning.search.SearchPlanner`)
+    window by window, on the windows, budgets and planning fires of :func:`plan_in_windows` with the same
+    ``rng`` (so every method sees the same fires in a window); ``window_rng(index)`` draws the sampled rollouts
+    of window ``index``. Each window is planned as a tile of the evaluation: rollouts placing one break per fire
+    update, then swaps. Returns ``(cells of the whole grid, breaks placed (one per fire update), number of
+    windows)``."""
+    from firebreak_exp.planning.evaluation import draw_ignitions
+    cols = landscape.tile.shape[1]
+    corners, windows, budgets = split_windows(landscape, size, num_breaks, risk)
+    build = CroppedRatesSimulator(simulator, type(simulator))
+    order = []
+    for index, ((row, col), window, budget) in enumerate(zip(corners, windows, budgets)):
+        if budget < 1:
+            continue
+        ignitions = draw_ignitions(window.tile, num_ignitions, rng)
+        cells = planner.plan(window.tile, build(window, scenario), scenario, int(budget), ignitions, window_rng(index))
+        order.extend(grid_cells(cells, window.tile.shape[1], row, col, cols))
+    return np.asarray(order, dtype=np.int64), len(order), len(windows)
 
 
 # ---------------------------------------------------------------------------------------------------------

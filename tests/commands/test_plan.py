@@ -184,10 +184,11 @@ def test_comparison_is_one_parent_run_with_a_child_per_method(rasters, tmp_path)
 @pytest.mark.slow
 def test_planning_in_windows_of_the_training_tile_size(rasters, tmp_path):
     training = _training_run(tmp_path / "training", len(CHANNELS))
-    run_plan("method=[policy,flow]", f"checkpoint={training}", "landscape=landfire", f"landscape.raster_dir={rasters}",
-             "plan_window=12", f"hydra.run.dir={tmp_path / 'run'}", f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}",
-             *FAST)
-    for method in ("policy", "flow"):
+    methods = ("policy", "flow", "policy_search", "flow_search")
+    run_plan(f"method=[{','.join(methods)}]", f"checkpoint={training}", "landscape=landfire",
+             f"landscape.raster_dir={rasters}", "plan_window=12", f"hydra.run.dir={tmp_path / 'run'}",
+             f"tracking.uri=sqlite:///{tmp_path / 'mlflow.db'}", *FAST)
+    for method in methods:
         record = _check_outputs(tmp_path / "run" / method, rasters)
         assert record["planning"]["plan_window"] == 12 and record["planning"]["windows"] == 3 * 4
         assert record["planning"]["ignitions_per_window"] == 3          # the smoke training's env.num_ignitions
@@ -227,6 +228,9 @@ BAD_INPUT = {
     "budget_hundred": (["budget_percent=100"], ["budget_percent=100", "(0, 100)"]),
     "budget_hectares_too_large": (["budget_hectares=1000000"], ["budget_hectares=1000000", "ha"]),
     "policy_without_checkpoint": (["method=policy"], ["method=policy needs checkpoint"]),
+    "policy_search_without_checkpoint": (["method=policy_search"], ["method=policy_search needs checkpoint"]),
+    "search_on_the_whole_grid": (["method=flow_search", "plan_window=null"],
+                                 ["plan_window=null", "flow_search", "window by window"]),
     "unknown_method": (["method=[flow,magic]"], ["magic", "policy"]),
     "window_outside": (["window=[30,0,20,20]"], ["window=[30, 0, 20, 20]", "inside the 36 x 44 raster"]),
     "window_budget_unknown": (["window_budget=area"], ["window_budget=area", "risk", "burnable"]),

@@ -14,7 +14,9 @@ from firebreak_exp.observation import CHANNELS
 from firebreak_exp.planning.evaluation import draw_ignitions
 from firebreak_exp.planning.whole_landscape import (CroppedRatesSimulator, PolicyScorer, batch_size, budget_cells,
                                                     burn_probability, flow_scorer, plan_in_batches, plan_in_windows,
-                                                    top_cells, whole_landscape, window_budgets, window_landscape)
+                                                    search_in_windows, top_cells, whole_landscape, window_budgets,
+                                                    window_landscape)
+from firebreak_exp.planning.search import FlowSearchPlanner
 from firebreak_exp.rl.network import QNetwork
 from conftest import DRY_SUMMER
 
@@ -193,3 +195,39 @@ def test_windows_planned_together_plan_as_each_alone(small, method):
         rows, cols = np.divmod(local, window.tile.shape[1])
         alone.extend(((rows + row) * 44 + cols + col).tolist())
     assert cells.tolist() == alone
+
+
+def test_a_search_plans_each_window_as_a_tile_on_the_windows_fires(small):
+    """Each window's searched plan is the search planning that window alone on the fires every windowed method
+    draws there, and the rollouts and swaps leave the windows' planning fires burning less than the guide's
+    own plan."""
+    landscape, scenario, simulator = small
+    budget = budget_cells(landscape, 5.0)
+    env = "firebreak_exp.environment.FuelBreakEnv"
+    search = FlowSearchPlanner(rollouts=3, temperature=0.05, swap_candidates=3, swap_passes=2, env_class=env)
+    guide_only = FlowSearchPlanner(rollouts=1, temperature=0.05, swap_candidates=0, swap_passes=0, env_class=env)
+    cells, placed, windows = search_in_windows(landscape, simulator, scenario, budget, 16, 8, search,
+                                               np.random.default_rng(0), lambda index: np.random.default_rng(index))
+    assert windows == 9 and placed == len(cells) == len(set(cells.tolist())) == budget
+    assert landscape.tile.burnable.ravel()[cells].all()
+    fires_rng, alone, burned = np.random.default_rng(0), [], []
+    budgets = window_budgets(np.array([landscape.tile.burnable[r:r + 16, c:c + 16].sum()
+                                       for r in (0, 16, 32) for c in (0, 16, 32)]), budget)
+    for index, ((row, col), share) in enumerate(zip([(r, c) for r in (0, 16, 32) for c in (0, 16, 32)], budgets)):
+        if share < 1:
+            continue
+        window = window_landscape(landscape, row, col, min(16, 36 - row), min(16, 44 - col))
+        window_sim = CroppedRatesSimulator(simulator, TravelTimeSimulator)(window, scenario)
+        ignitions = draw_ignitions(window.tile, 8, fires_rng)
+        local = search.plan(window.tile, window_sim, scenario, int(share), ignitions, np.random.default_rng(index))
+        rows, cols = np.divmod(local, window.tile.shape[1])
+        alone.extend(((rows + row) * 44 + cols + col).tolist())
+        plain = guide_only.plan(window.tile, window_sim, scenario, int(share), ignitions, np.random.default_rng(0))
+        for plan, into in ((local, 0), (plain, 1)):
+            breaks = np.zeros(window.tile.shape, bool)
+            breaks.flat[plan] = True
+            burned.append((into, int(window_sim.burn_maps(ignitions, breaks).sum())))
+    assert cells.tolist() == alone
+    searched = sum(b for into, b in burned if into == 0)
+    guided = sum(b for into, b in burned if into == 1)
+    assert searched < guided
