@@ -93,19 +93,13 @@ def check_evaluation_values(cfg) -> None:
     unknown = [m for m in cfg.methods if m not in cfg.planners]   # the evaluation's own planners
     if unknown or not cfg.methods:
         raise ValueError(f"methods={list(cfg.methods)}: unknown {unknown}; expected some of {sorted(cfg.planners)}")
-    sigma_fraction = OmegaConf.select(cfg, "planners.domirank.sigma_fraction")
-    if sigma_fraction is not None and not 0 < sigma_fraction < 1:
-        raise ValueError(f"planners.domirank.sigma_fraction={sigma_fraction}: expected a value in (0, 1)")
     from firebreak_exp.fire import SIMULATORS
     for key in ("greedy.simulator", "scoring_simulator"):
         name = OmegaConf.select(cfg, key)
         if name is not None and name not in SIMULATORS:
             raise ValueError(f"{key}={name}: expected one of {sorted(SIMULATORS)} or null")
-    for name in ("policy_search", "flow_search"):
-        search = OmegaConf.select(cfg, f"planners.{name}")
-        if search is not None and (search.rollouts < 1 or not search.temperature > 0):
-            raise ValueError(f"planners.{name}.rollouts={search.rollouts}, planners.{name}.temperature="
-                             f"{search.temperature}: expected a positive integer and a positive temperature")
+    from firebreak_exp.planning.evaluation import check_planner_settings
+    check_planner_settings(OmegaConf.select(cfg, "planners"))
 
 
 def resolve_checkpoint(spec: str, checkpoint_file: str, tracking_uri: str, download_dir: Path) -> dict:

@@ -116,9 +116,8 @@ def check_plan_values(cfg) -> None:
         raise ValueError(f"window_budget={cfg.window_budget}: expected one of {list(WINDOW_BUDGETS)}")
     if cfg.planning_simulator is not None and cfg.planning_simulator not in SIMULATORS:
         raise ValueError(f"planning_simulator={cfg.planning_simulator}: expected one of {sorted(SIMULATORS)} or null")
-    sigma_fraction = OmegaConf.select(cfg, "planners.domirank.sigma_fraction")
-    if sigma_fraction is not None and not 0 < sigma_fraction < 1:
-        raise ValueError(f"planners.domirank.sigma_fraction={sigma_fraction}: expected a value in (0, 1)")
+    from firebreak_exp.planning.evaluation import check_planner_settings
+    check_planner_settings(OmegaConf.select(cfg, "planners"))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -41,6 +41,22 @@ def build_planners(planners, names: Sequence[str], agent) -> dict:
     return bind_agent({name: instantiate(planners[name]) for name in names}, agent)
 
 
+def check_planner_settings(planners) -> None:
+    """Range checks of the ``planners`` config group (a mapping, or None) before anything runs; ValueError
+    names the key, e.g. ``planners.flow_search.rollouts=0``."""
+    from firebreak_exp.planning.search import check_search_settings
+    if planners is None:
+        return
+    sigma_fraction = (planners.get("domirank") or {}).get("sigma_fraction")
+    if sigma_fraction is not None and not 0 < sigma_fraction < 1:
+        raise ValueError(f"planners.domirank.sigma_fraction={sigma_fraction}: expected a value in (0, 1)")
+    for name in ("policy_search", "flow_search"):
+        search = planners.get(name)
+        if search is not None:
+            check_search_settings(search.rollouts, search.temperature, search.swap_candidates, search.swap_passes,
+                                  f"planners.{name}.")
+
+
 def bind_agent(planners: Mapping[str, Any], agent) -> dict:
     """``planners`` with each partial one (the policy) given the trained ``agent``, or left out with a warning
     when there is no agent."""

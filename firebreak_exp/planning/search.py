@@ -29,7 +29,7 @@ from firebreak_exp.fire.simulator import IncrementalFireSimulator
 from firebreak_exp.observation import FIRE_FLOW_CHANNEL
 from firebreak_exp.planning.planners import Planner, _burnable, _validated, environment_class
 
-__all__ = ["PolicyGuide", "FlowGuide", "sample_cells", "SearchPlanner", "PolicySearchPlanner", "FlowSearchPlanner",
+__all__ = ["PolicyGuide", "FlowGuide", "sample_cells", "check_search_settings", "SearchPlanner", "PolicySearchPlanner", "FlowSearchPlanner",
            "LocalSearchPlanner", "improve_by_swaps"]
 
 
@@ -67,6 +67,18 @@ def sample_cells(scores: np.ndarray, masks: np.ndarray, temperature: float, gree
     return cells
 
 
+def check_search_settings(rollouts, temperature, swap_candidates, swap_passes, key: str = "") -> None:
+    """ValueError naming ``key`` + the setting (e.g. ``planners.flow_search.rollouts=0``) when a search setting is
+    out of range: ``rollouts`` >= 1, ``temperature`` > 0, ``swap_candidates`` and ``swap_passes`` >= 0."""
+    for name, value, valid, expected in (
+            ("rollouts", rollouts, int(rollouts) >= 1, "a positive integer"),
+            ("temperature", temperature, temperature > 0, "a positive fraction of the score range"),
+            ("swap_candidates", swap_candidates, int(swap_candidates) >= 0, "an integer >= 0"),
+            ("swap_passes", swap_passes, int(swap_passes) >= 0, "an integer >= 0")):
+        if not valid:
+            raise ValueError(f"{key}{name}={value}: expected {expected}")
+
+
 class SearchPlanner(Planner):
     """``rollouts`` episodes guided by ``guide`` (see the module docstring); the plan best on the planning fires.
 
@@ -84,13 +96,7 @@ class SearchPlanner(Planner):
     def __init__(self, guide, rollouts: int, temperature: float, swap_candidates: int, swap_passes: int,
                  env_class: str):
         super().__init__()
-        if int(rollouts) < 1:
-            raise ValueError(f"rollouts={rollouts}: expected a positive integer")
-        if not temperature > 0:
-            raise ValueError(f"temperature={temperature}: expected a positive fraction of the score range")
-        for key, value in (("swap_candidates", swap_candidates), ("swap_passes", swap_passes)):
-            if int(value) < 0:
-                raise ValueError(f"{key}={value}: expected an integer >= 0")
+        check_search_settings(rollouts, temperature, swap_candidates, swap_passes)
         self.guide, self.rollouts = guide, int(rollouts)
         self.temperature = float(temperature)
         self.swap_candidates, self.swap_passes = int(swap_candidates), int(swap_passes)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import CONF_DIR
 from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -113,9 +114,15 @@ def test_a_missing_checkpoint_exits_2_with_one_line(tmp_path):
     assert "/no/such/checkpoint.pt" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("key, value, expected", [("methods", ["no_treatment", "oracle"], "oracle"),
-                                                  ("budgets", [0.0], "budgets"),
-                                                  ("num_ignitions", 0, "num_ignitions")])
+@pytest.mark.parametrize("key, value, expected", [
+    ("methods", ["no_treatment", "oracle"], "oracle"),
+    ("budgets", [0.0], "budgets"),
+    ("num_ignitions", 0, "num_ignitions"),
+    ("planners.domirank.sigma_fraction", 1.5, r"planners.domirank.sigma_fraction=1.5: expected a value in \(0, 1\)"),
+    ("planners.policy_search.rollouts", 0, "planners.policy_search.rollouts=0: expected a positive integer"),
+    ("planners.flow_search.temperature", 0.0, "planners.flow_search.temperature=0.0: expected a positive"),
+    ("planners.policy_search.swap_candidates", -1, r"planners.policy_search.swap_candidates=-1: expected an integer >= 0"),
+    ("planners.flow_search.swap_passes", -2, r"planners.flow_search.swap_passes=-2: expected an integer >= 0")])
 def test_bad_evaluation_settings_name_the_key(key, value, expected):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -123,7 +130,7 @@ def test_bad_evaluation_settings_name_the_key(key, value, expected):
     GlobalHydra.instance().clear()
     with initialize_config_dir(version_base="1.3", config_dir=str(CONF_DIR)):
         cfg = compose("evaluate")
-    cfg[key] = value
+    OmegaConf.update(cfg, key, value)
     with pytest.raises(ValueError, match=expected):
         check_evaluation_values(cfg)
 

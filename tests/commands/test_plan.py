@@ -231,6 +231,8 @@ BAD_INPUT = {
     "policy_search_without_checkpoint": (["method=policy_search"], ["method=policy_search needs checkpoint"]),
     "search_on_the_whole_grid": (["method=flow_search", "plan_window=null"],
                                  ["plan_window=null", "flow_search", "window by window"]),
+    "search_setting_out_of_range": (["method=flow_search", "planners.flow_search.swap_passes=-1"],
+                                    ["planners.flow_search.swap_passes=-1", "expected an integer >= 0"]),
     "unknown_method": (["method=[flow,magic]"], ["magic", "policy"]),
     "window_outside": (["window=[30,0,20,20]"], ["window=[30, 0, 20, 20]", "inside the 36 x 44 raster"]),
     "window_budget_unknown": (["window_budget=area"], ["window_budget=area", "risk", "burnable"]),
