@@ -186,7 +186,7 @@ def _plan_one(method, cfg, train_cfg, landscape, simulator, scenario, num_breaks
             planner = build_planners(train_cfg.planners, [method], agent)[method]
             cells, batches, windows = lp.search_in_windows(
                 landscape, simulator, scenario, num_breaks, size, fires, planner, window_rng,
-                lambda index: evaluation_rng(seed, PLANNER_STREAM, 1, index), risk())
+                lambda index: evaluation_rng(seed, PLANNER_STREAM, 1, index), risk(), progress=True)
         else:
             cells, batches, windows = lp.plan_in_windows(landscape, simulator, scenario, num_breaks, size, fires,
                                                          batch_percent, _scorer(method, cfg, agent), window_rng,

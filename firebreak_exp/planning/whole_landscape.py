@@ -390,24 +390,32 @@ def plan_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, 
 
 def search_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int, size: int, num_ignitions: int,
                       planner, rng: np.random.Generator, window_rng: Callable[[int], np.random.Generator],
-                      risk: Optional[np.ndarray] = None) -> tuple:
+                      risk: Optional[np.ndarray] = None, progress: bool = False) -> tuple:
     """A search planner (``policy_search``, ``flow_search``: :class:`~firebreak_exp.planning.search.SearchPlanner`)
     window by window, on the windows, budgets and planning fires of :func:`plan_in_windows` with the same
     ``rng`` (so every method sees the same fires in a window); ``window_rng(index)`` draws the sampled rollouts
     of window ``index``. Each window is planned as a tile of the evaluation: rollouts placing one break per fire
-    update, then swaps. Returns ``(cells of the whole grid, breaks placed (one per fire update), number of
-    windows)``."""
+    update, then swaps; ``progress`` shows a progress bar over the windows. Returns ``(cells of the whole grid,
+    breaks placed (one per fire update), number of windows)``."""
     from firebreak_exp.planning.evaluation import draw_ignitions
     cols = landscape.tile.shape[1]
     corners, windows, budgets = split_windows(landscape, size, num_breaks, risk)
     build = CroppedRatesSimulator(simulator, type(simulator))
     order = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=int((budgets >= 1).sum()), unit="window", desc=f"planning {planner.name}")
     for index, ((row, col), window, budget) in enumerate(zip(corners, windows, budgets)):
         if budget < 1:
             continue
         ignitions = draw_ignitions(window.tile, num_ignitions, rng)
         cells = planner.plan(window.tile, build(window, scenario), scenario, int(budget), ignitions, window_rng(index))
         order.extend(grid_cells(cells, window.tile.shape[1], row, col, cols))
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
     return np.asarray(order, dtype=np.int64), len(order), len(windows)
 
 
