@@ -167,9 +167,9 @@ def _plan_one(method, cfg, train_cfg, landscape, simulator, scenario, num_breaks
     from firebreak_exp.planning.planners import RandomPlanner, environment_class
     start = time.perf_counter()
     batches, windows = 1, 1
-    planner_rng = evaluation_rng(seed, PLANNER_STREAM, 0, 0)
     if method == "random":
-        cells = RandomPlanner().plan(landscape.tile, simulator, scenario, num_breaks, planning, planner_rng)
+        cells = RandomPlanner().plan(landscape.tile, simulator, scenario, num_breaks, planning,
+                                     evaluation_rng(seed, PLANNER_STREAM, 0, 0))
     elif method == "domirank":
         cells = instantiate(train_cfg.planners.domirank).plan(
             landscape.tile, simulator, scenario, num_breaks, planning, None)

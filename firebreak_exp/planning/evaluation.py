@@ -165,10 +165,8 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
            "burned_fraction": {m: np.zeros((T, B)) for m in planners},
            "plan_seconds": {m: np.zeros((T, B)) for m in planners}}
     examples = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=T * len(planners), unit="plan", desc="planning and scoring")
+    from tqdm.auto import tqdm
+    bar = tqdm(total=T * len(planners), unit="plan", desc="planning and scoring", disable=not progress)
     for t, tile in enumerate(tiles):
         key = tile_keys[t]
         simulator = simulator_factory(tile=tile, scenario=scenario)
@@ -222,11 +220,9 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
             out["plan_seconds"][name][t] = seconds.mean(axis=0)
             log.info("tile %s %s: BA %s (untreated %.4f)", out["tiles"][t], name,
                      np.round(burned.mean(axis=0), 4).tolist(), untreated)
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
         examples.append(example)
-    if bar is not None:
-        bar.close()
+    bar.close()
     chosen = int(np.argmax(out["untreated"])) if T else 0
     out["example"] = {"budget": example_budget, **examples[chosen]} if examples else {}
     return out

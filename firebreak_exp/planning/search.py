@@ -29,8 +29,8 @@ from firebreak_exp.fire.simulator import IncrementalFireSimulator
 from firebreak_exp.observation import FIRE_FLOW_CHANNEL
 from firebreak_exp.planning.planners import Planner, _burnable, _validated, environment_class
 
-__all__ = ["PolicyGuide", "FlowGuide", "sample_cells", "check_search_settings", "SearchPlanner", "PolicySearchPlanner", "FlowSearchPlanner",
-           "LocalSearchPlanner", "improve_by_swaps"]
+__all__ = ["PolicyGuide", "FlowGuide", "sample_cells", "check_search_settings", "SearchPlanner",
+           "PolicySearchPlanner", "FlowSearchPlanner", "LocalSearchPlanner", "improve_by_swaps"]
 
 
 class PolicyGuide:

@@ -30,6 +30,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import rasterio
 from rasterio.windows import Window
+from tqdm.auto import tqdm
 
 from firebreak_exp.landscape import LAYERS, LandscapeError, RasterStack, Tile, read_layers, write_synthetic_landscape
 
@@ -402,20 +403,15 @@ def search_in_windows(landscape: Landscape, simulator, scenario, num_breaks: int
     corners, windows, budgets = split_windows(landscape, size, num_breaks, risk)
     build = CroppedRatesSimulator(simulator, type(simulator))
     order = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=int((budgets >= 1).sum()), unit="window", desc=f"planning {planner.name}")
+    bar = tqdm(total=int((budgets >= 1).sum()), unit="window", desc=f"planning {planner.name}", disable=not progress)
     for index, ((row, col), window, budget) in enumerate(zip(corners, windows, budgets)):
         if budget < 1:
             continue
         ignitions = draw_ignitions(window.tile, num_ignitions, rng)
         cells = planner.plan(window.tile, build(window, scenario), scenario, int(budget), ignitions, window_rng(index))
         order.extend(grid_cells(cells, window.tile.shape[1], row, col, cols))
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+        bar.update(1)
+    bar.close()
     return np.asarray(order, dtype=np.int64), len(order), len(windows)
 
 
@@ -429,18 +425,13 @@ def score_plan_fires(simulator, ignitions: np.ndarray, breaks: Optional[np.ndarr
     burn probability float32 (H, W))`` (a tqdm bar per fire with ``progress``)."""
     burned = np.zeros(len(ignitions), np.int64)
     counts = np.zeros(simulator.shape, np.int64)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-        bar = tqdm(total=len(ignitions), unit="fire", desc=f"scoring {label}".strip())
+    bar = tqdm(total=len(ignitions), unit="fire", desc=f"scoring {label}".strip(), disable=not progress)
     for start in range(0, len(ignitions), chunk):
         maps = simulator.burn_maps(ignitions[start:start + chunk], breaks)
         burned[start:start + chunk] = maps.reshape(len(maps), -1).sum(axis=1)
         counts += maps.sum(axis=0)
-        if bar is not None:
-            bar.update(len(maps))
-    if bar is not None:
-        bar.close()
+        bar.update(len(maps))
+    bar.close()
     return burned, (counts / max(len(ignitions), 1)).astype(np.float32)
 
 
