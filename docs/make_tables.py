@@ -162,25 +162,39 @@ def plan_scaling() -> str:
 
 NAMES = {"no_treatment": "no treatment", "random": "random", "domirank": "DomiRank", "greedy": "greedy",
          "flow": "fire flow", "policy": "policy", "flow_search": "flow_search", "policy_search": "policy_search",
-         "local_search": "local_search"}
+         "local_search": "local_search", "hindsight": "hindsight"}
 
 
 def _method(name: str) -> str:
     return NAMES.get(name, name)
 
 
-def seeds_summary(path: str) -> str:
-    """Per method across checkpoints (a ``summary.json`` of an evaluation multirun), at its first budget."""
-    summary = _load(path)
-    rows = ["| method | R mean [95 % interval] | worst seed | mean ÷ best baseline | worst ÷ best baseline "
-            "| plan s per tile |", "|---|---:|---:|---:|---:|---:|"]
+def _across_seeds(summary: dict, ratios: dict) -> str:
+    """Per method of a ``summary.json`` (an evaluation multirun), at its first budget: R's mean with its
+    interval, the worst seed, then ``ratios`` (column title -> function of the method's entry), plan seconds."""
+    rows = ["| method | R mean [95 % interval] | worst seed | " + " | ".join(ratios) + " | plan s per tile |",
+            "|---|---:|---:|" + "---:|" * len(ratios) + "---:|"]
     for name, m in summary["methods"].items():
         if name == "no_treatment":
             continue
         low, high = m["R_mean_ci"][0]
+        cells = " | ".join(f"{ratio(m):.3f}" for ratio in ratios.values())
         rows.append(f"| {_method(name)} | {m['R_mean'][0]:.3f} [{low:.3f}, {high:.3f}] | {m['R_worst'][0]:.3f} "
-                    f"| {m['ratio_mean'][0]:.3f} | {m['ratio_worst'][0]:.3f} | {m['plan_seconds'][0]:.2f} |")
+                    f"| {cells} | {m['plan_seconds'][0]:.2f} |")
     return "\n".join(rows)
+
+
+def seeds_summary(path: str) -> str:
+    """Per method across checkpoints, with its ratios to the best baseline."""
+    return _across_seeds(_load(path), {"mean ÷ best baseline": lambda m: m["ratio_mean"][0],
+                                       "worst ÷ best baseline": lambda m: m["ratio_worst"][0]})
+
+
+def ceiling_summary(path: str) -> str:
+    """Per method across checkpoints, its mean R ÷ the hindsight bound's (a ``summary.json`` with ``hindsight``)."""
+    summary = _load(path)
+    bound = summary["methods"]["hindsight"]["R_mean"][0]
+    return _across_seeds(summary, {"÷ hindsight": lambda m: m["R_mean"][0] / bound})
 
 
 def evaluation(path: str) -> str:
@@ -271,6 +285,7 @@ def readme_figures() -> str:
 TABLES = {"benchmark-rows": benchmark_rows, "plan-seeds": plan_seeds, "benchmark-summary": benchmark_summary,
           "plan-comparison": plan_comparison, "plan-targets": plan_targets, "plan-tile-size": plan_tile_size,
           "plan-scaling": plan_scaling, "seeds-summary": seeds_summary, "evaluation": evaluation,
+          "ceiling-summary": ceiling_summary,
           "config-groups": config_groups, "readme-figures": readme_figures}
 BLOCK = re.compile(r"(?P<open><!-- table:(?P<name>[\w-]+)(?::(?P<arg>[\w./-]+))? -->\n)"
                    r"(?P<body>(?:(?!<!-- /?table:).)*?)(?P<close><!-- /table:(?P=name) -->)", re.S)

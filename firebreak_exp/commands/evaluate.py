@@ -214,11 +214,15 @@ def training_config(cfg: DictConfig, archived: Optional[DictConfig], overrides: 
 
 def add_new_planner_settings(base: DictConfig, own: dict) -> None:
     """Give each planner of an archived config ``base`` the settings it lacks from the command's own
-    ``planners`` (the same ``_target_``): a run archived before a planner setting existed plans with its
-    default, and the log says so."""
+    ``planners`` (the same ``_target_``), and the planners it lacks whole: a run archived before a planner or
+    one of its settings existed plans with the default, and the log says so."""
     for name, planner in own["planners"].items():
         archived = base.planners.get(name)
-        if archived is None or archived.get("_target_") != planner.get("_target_"):
+        if archived is None:
+            base.planners[name] = planner
+            log.info("planners.%s is not in the archived config: the default", name)
+            continue
+        if archived.get("_target_") != planner.get("_target_"):
             continue
         for key, value in planner.items():
             if key not in archived:
@@ -293,7 +297,7 @@ def evaluate_job(cfg: DictConfig) -> dict:
             tiles, planners, kwargs["simulator_factory"], kwargs["scenario"], list(cfg.budgets),
             seed=int(train_cfg.seed), num_scoring_ignitions=int(cfg.num_ignitions),
             num_planning_ignitions=int(kwargs["num_ignitions"]), random_seeds=int(cfg.random_seeds),
-            planner_simulators={name: greedy_sim for name in ("greedy", "flow", "local_search")},
+            planner_simulators={name: greedy_sim for name in ("greedy", "flow", "local_search", "hindsight")},
             planner_ignitions={"greedy": cfg.greedy.num_ignitions, "local_search": cfg.ceiling.num_ignitions},
             example_budget=float(cfg.example_budget),
             scoring_factory=SIMULATORS[cfg.scoring_simulator] if cfg.scoring_simulator else None,

@@ -140,7 +140,8 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
     physics, pyretechnics, for plans made on the fast one). ``progress`` shows a progress bar over the plans
     scored.
     Planners see ``num_planning_ignitions`` (as many as the environment shows; ``planner_ignitions[name]``
-    overrides it), drawn from the tile's planning stream; stochastic planners are run
+    overrides it), drawn from the tile's planning stream (a planner with ``sees_scoring_fires`` is shown the
+    scoring ignitions instead: the hindsight bound); stochastic planners are run
     with ``random_seeds`` seeds and their BA averaged per tile. Nested planners plan once at the largest
     budget and are scored on prefixes. ``tile_keys`` (default 0, 1, ...) key the tiles' ignition streams.
 
@@ -183,6 +184,8 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
         for name, planner in planners.items():
             count = int(planner_ignitions.get(name) or num_planning)
             planning = draw_ignitions(tile, count, evaluation_rng(seed, PLANNING_STREAM, key))
+            if getattr(planner, "sees_scoring_fires", False):
+                planning = scoring          # a hindsight bound, not a planner (search.HindsightPlanner)
             plan_sim = simulator
             if planner_simulators.get(name) is not None:
                 plan_sim = planner_simulators[name](tile=tile, scenario=scenario)

@@ -14,7 +14,8 @@ as for every planner.
 With one rollout and no swaps the policy search is :class:`~firebreak_exp.planning.planners.PolicyPlanner` and
 the flow search is the fire-flow planner run through the environment. :class:`LocalSearchPlanner` (the same swaps,
 more of them, from a hand-made planner's plan on more fires) is the slow quality ceiling the evaluation compares
-them with.
+them with; :class:`HindsightPlanner` runs it on the scoring fires themselves, the bound that the shown fires'
+information sets on every planner.
 """
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ from firebreak_exp.observation import FIRE_FLOW_CHANNEL
 from firebreak_exp.planning.planners import Planner, _burnable, _validated, environment_class
 
 __all__ = ["PolicyGuide", "FlowGuide", "sample_cells", "check_search_settings", "SearchPlanner",
-           "PolicySearchPlanner", "FlowSearchPlanner", "LocalSearchPlanner", "improve_by_swaps"]
+           "PolicySearchPlanner", "FlowSearchPlanner", "LocalSearchPlanner", "HindsightPlanner",
+           "improve_by_swaps"]
 
 
 class PolicyGuide:
@@ -254,3 +256,28 @@ class LocalSearchPlanner(Planner):
 
     def __repr__(self) -> str:
         return f"LocalSearchPlanner(start={self.start!r}, candidates={self.candidates}, max_passes={self.max_passes})"
+
+
+class HindsightPlanner(Planner):
+    """A planner that the evaluation shows the scoring fires themselves instead of the planning ones.
+
+    Its plan is the best that ``planner`` finds for the very fires it is scored on, which no real planner
+    knows in advance: R of a planner ÷ R of the hindsight local search splits the distance to the best plans
+    known into what better optimization could gain and what only knowing the fires could.
+    """
+
+    name = "hindsight"
+    nested = False
+    sees_scoring_fires = True     # read by compare_planners
+
+    def __init__(self, planner: Planner):
+        super().__init__()
+        self.planner = planner
+
+    def plan(self, tile, simulator, scenario, num_breaks, ignitions, rng):
+        cells = self.planner.plan(tile, simulator, scenario, num_breaks, ignitions, rng)
+        self.cumulative_seconds = None
+        return cells
+
+    def __repr__(self) -> str:
+        return f"HindsightPlanner(planner={self.planner!r})"

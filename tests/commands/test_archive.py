@@ -129,3 +129,19 @@ def test_an_archived_process_run_reruns_exactly_from_another_folder(tmp_path):
     assert second.info.status == "FINISHED"
     original, rerun = metrics(client, first.info.run_id), metrics(client, second.info.run_id)
     assert "return" in original and "loss" in original and original == rerun
+
+
+def test_a_planner_newer_than_the_archive_is_added_whole(make_cfg, tmp_path):
+    """A run archived before the hindsight bound existed can still be evaluated with it."""
+    from firebreak_exp.commands.evaluate import add_new_planner_settings
+    from firebreak_exp.planning.evaluation import build_planners
+    from firebreak_exp.planning.search import HindsightPlanner
+    path = tmp_path / "config.yaml"
+    plain = OmegaConf.to_container(make_cfg("planners.local_search.candidates=5"))
+    del plain["planners"]["hindsight"]
+    OmegaConf.save(plain, path)
+    archived = load_archive(path)
+    assert "hindsight" not in archived.planners
+    add_new_planner_settings(archived, OmegaConf.to_container(make_cfg(), resolve=False))
+    bound = build_planners(archived.planners, ["hindsight"], None)["hindsight"]
+    assert isinstance(bound, HindsightPlanner) and bound.planner.candidates == 5   # the archive's local search

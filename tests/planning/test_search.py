@@ -219,3 +219,29 @@ def test_planners_run_the_environment_of_the_env_group(make_cfg, setting):
         assert CountingEnv.episodes - before == episodes, name
     with pytest.raises(ValueError, match="env_class=numpy.ndarray: expected FuelBreakEnv or a subclass"):
         FlowSearchPlanner(rollouts=2, temperature=0.02, swap_candidates=0, swap_passes=0, env_class="numpy.ndarray")
+
+
+def test_the_hindsight_bound_plans_on_the_scoring_fires(setting):
+    """The hindsight planner is shown the fires it is scored on: its local search burns no more of them than
+    fire flow planned on those same fires, and other planners still see the planning fires."""
+    from firebreak_exp.planning.evaluation import SCORING_STREAM, compare_planners, score_plan
+    from firebreak_exp.planning.planners import FireFlowPlanner, NoTreatmentPlanner
+    from firebreak_exp.planning.search import HindsightPlanner
+
+    class Recording(FireFlowPlanner):
+        def plan(self, tile, simulator, scenario, num_breaks, ignitions, rng):
+            self.seen = np.asarray(ignitions).copy()
+            return super().plan(tile, simulator, scenario, num_breaks, ignitions, rng)
+
+    tile, simulator, scenario = setting["tile"], setting["simulator"], setting["scenario"]
+    shown, hindsight = Recording(), HindsightPlanner(LocalSearchPlanner(Recording(), candidates=6, max_passes=2))
+    raw = compare_planners([tile], {"no_treatment": NoTreatmentPlanner(), "flow": shown, "hindsight": hindsight},
+                           lambda tile, scenario: simulator, scenario, [10], seed=3, num_scoring_ignitions=8,
+                           num_planning_ignitions=6)
+    scoring = draw_ignitions(tile, 8, evaluation_rng(3, SCORING_STREAM, 0))
+    assert np.array_equal(hindsight.planner.start.seen, scoring)
+    assert len(shown.seen) == 6 and not np.array_equal(shown.seen[:6], scoring[:6])
+    flow_in_hindsight = FireFlowPlanner().plan(tile, simulator, scenario, int(raw["num_breaks"][0, 0]), scoring, None)
+    bound = raw["burned_fraction"]["hindsight"][0, 0]
+    assert bound <= score_plan(simulator, scoring, flow_in_hindsight)[0]
+    assert bound < raw["untreated"][0]
