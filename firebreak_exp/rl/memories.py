@@ -8,6 +8,10 @@ Episode ``i`` runs FuelBreakEnv from reset on training tile ``i % len(train)`` (
 ``cfg.seed + MEMORY_SEED_OFFSET + i``, so its ignitions differ from the training environments', which are
 seeded ``cfg.seed + j``) with a scenario of ``trainer.memory_simulations`` ignitions, and takes the
 expert's plan for the tile (and those ignitions) as its actions until the budget is spent. Rewards are the environment's own.
+A search's plan is a set of breaks improved by swaps, not built break by break, so it is played in fire-flow
+order: at each step, the plan's cell with the most fire flow under the breaks so far. Each demonstrated step is
+then a choice that the step's observation shows; played in the search's own order, swapped-in cells sat at
+steps whose fires did not call for them, and the policy imitating them planned worse than fire flow's.
 
 Transitions are stored compactly, like :class:`~firebreak_exp.rl.replay.ReplayBuffer`: static landscape
 channels once per tile (``tile_keys``, ``tile_channels``) and, per transition, the burn probability
@@ -40,7 +44,7 @@ from firebreak_exp.rl.replay import NStepReturns
 
 log = logging.getLogger(__name__)
 
-MEMORY_FORMAT = 6
+MEMORY_FORMAT = 7
 MEMORY_SEED_OFFSET = 2_000_033
 ARRAY_KEYS = ("tile_keys", "tile_channels", "tile_index", "actions", "rewards", "dones", "burn_probability", "fire_flow",
               "fuel_breaks", "budget", "episode", "episode_tile", "episode_return", "initial_burned_fraction",
@@ -113,9 +117,11 @@ def generate_expert_memories(cfg, episodes: int) -> dict:
         static.setdefault(tile_index, split_observation(obs).static.copy())
         plan = planner.plan(train[tile_index], env.simulator(tile_index), env.scenario, env.budget,
                             env.ignitions, np.random.default_rng(i))
+        remaining = [int(c) for c in plan]
         total, terminated = 0.0, False
-        for action in plan:
-            next_obs, reward, terminated, _, info = env.step(int(action))
+        while remaining and not terminated:
+            action = remaining.pop(0 if planner.nested else _most_fire_flow(remaining, obs))
+            next_obs, reward, terminated, _, info = env.step(action)
             (_, bp0, ff0, fb0, b0), (_, bp1, ff1, fb1, b1) = split_observation(obs), split_observation(next_obs)
             rows["tile_index"].append(tile_index); rows["actions"].append(int(action))
             rows["rewards"].append(reward); rows["dones"].append(terminated); rows["episode"].append(i)
@@ -124,8 +130,6 @@ def generate_expert_memories(cfg, episodes: int) -> dict:
             rows["budget"].append((b0, b1))
             total += reward
             obs = next_obs
-            if terminated:
-                break
         if not terminated:
             raise RuntimeError(f"{expert['name']} plan of {len(plan)} cells did not finish the episode "
                                f"(budget {env.budget})")
@@ -154,6 +158,12 @@ def generate_expert_memories(cfg, episodes: int) -> dict:
     log.info("generated %d expert transitions from %d %s episodes in %.1f s (mean return %.4f)",
              len(memories["actions"]), episodes, expert["name"], time.perf_counter() - start, memories["episode_return"].mean())
     return memories
+
+
+def _most_fire_flow(cells: list, obs: np.ndarray) -> int:
+    """Index in ``cells`` (flat cells) of the one with the most fire flow in ``obs`` (the first of ties)."""
+    flow = split_observation(obs).fire_flow.ravel()
+    return int(np.argmax(flow[cells]))
 
 
 def _save_arrays(path: str, arrays: dict) -> None:

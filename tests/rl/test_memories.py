@@ -99,7 +99,8 @@ def test_flow_expert_plays_the_fire_flow_plan_of_the_shown_fires(make_cfg, tmp_p
 
 def test_local_search_expert_plays_its_improved_plan(make_cfg, tmp_path):
     """Expert iteration's stronger demonstrator: the local search's plan of the shown fires, which burns no more
-    of them than the fire-flow plan it starts from; the search and its settings are in the cache key."""
+    of them than the fire-flow plan it starts from, played in fire-flow order (each step takes the plan's cell
+    with the most fire flow in its state); the search and its settings are in the cache key."""
     from firebreak_exp.planning.planners import FireFlowPlanner
     from firebreak_exp.planning.search import LocalSearchPlanner
     settings = ("planners.local_search.candidates=4", "planners.local_search.max_passes=1")
@@ -114,7 +115,11 @@ def test_local_search_expert_plays_its_improved_plan(make_cfg, tmp_path):
         tile, simulator = env.landscapes[env.tile_index], env.simulator(env.tile_index)
         search = LocalSearchPlanner(FireFlowPlanner(), candidates=4, max_passes=1)
         plan = search.plan(tile, simulator, env.scenario, env.budget, env.ignitions, np.random.default_rng(e))
-        assert np.array_equal(memories["actions"][memories["episode"] == e], plan)
+        steps = memories["episode"] == e
+        actions, flows = memories["actions"][steps], memories["fire_flow"][steps, 0].reshape(steps.sum(), -1)
+        assert sorted(actions.tolist()) == sorted(plan.tolist())
+        for t, action in enumerate(actions):
+            assert flows[t, action] == flows[t, actions[t:]].max()
         assert search.last_search["burned_cells"] <= search.last_search["initial_burned_cells"]
     with pytest.raises(ValueError, match="trainer.expert_planner=policy: expected one of"):
         make_cfg(*OVERRIDES, "trainer.expert_planner=policy")
