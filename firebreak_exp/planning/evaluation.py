@@ -182,10 +182,11 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
         example = {"tile": tile, "burned_fraction_untreated": untreated, "burn_probability_before": before,
                    "methods": {}}
         for name, planner in planners.items():
-            count = int(planner_ignitions.get(name) or num_planning)
-            planning = draw_ignitions(tile, count, evaluation_rng(seed, PLANNING_STREAM, key))
-            if getattr(planner, "sees_scoring_fires", False):
-                planning = scoring          # a hindsight bound, not a planner (search.HindsightPlanner)
+            if planner.sees_scoring_fires:    # a hindsight bound, not a planner (search.HindsightPlanner)
+                planning = scoring
+            else:
+                count = int(planner_ignitions.get(name) or num_planning)
+                planning = draw_ignitions(tile, count, evaluation_rng(seed, PLANNING_STREAM, key))
             plan_sim = simulator
             if planner_simulators.get(name) is not None:
                 plan_sim = planner_simulators[name](tile=tile, scenario=scenario)

@@ -268,7 +268,7 @@ class HindsightPlanner(Planner):
 
     name = "hindsight"
     nested = False
-    sees_scoring_fires = True     # read by compare_planners
+    sees_scoring_fires = True
 
     def __init__(self, planner: Planner):
         super().__init__()
