@@ -191,10 +191,34 @@ def seeds_summary(path: str) -> str:
 
 
 def ceiling_summary(path: str) -> str:
-    """Per method across checkpoints, its mean R ÷ the hindsight bound's (a ``summary.json`` with ``hindsight``)."""
+    """Per method across checkpoints, its mean R ÷ the hindsight reference's (a ``summary.json`` with ``hindsight``)."""
     summary = _load(path)
     bound = summary["methods"]["hindsight"]["R_mean"][0]
     return _across_seeds(summary, {"÷ hindsight": lambda m: m["R_mean"][0] / bound})
+
+
+PLANNING_FIRES = {32: "local_search32_{}_summary.json", 64: "ceiling_{}_summary.json",
+                  128: "local_search128_{}_summary.json", 256: "local_search256_{}_summary.json"}
+
+
+def planning_fires(landscape: str) -> str:
+    """The local search's R across seeds by its number of planning fires, then the hindsight reference; each
+    ÷ the best baseline's mean R (the larger of fire flow's and greedy's in the landscape's seeds tables)."""
+    seeds = [_load(f"learning/{landscape}_seeds_summary.json")]
+    if (RESULTS / f"learning/{landscape}_greedy_seeds_summary.json").exists():
+        seeds.append(_load(f"learning/{landscape}_greedy_seeds_summary.json"))
+    best = max(s["methods"][b]["R_mean"][0] for s in seeds for b in ("flow", "greedy") if b in s["methods"])
+    rows = ["| planning fires | R mean [95 % interval] | worst seed | ÷ best baseline | plan s per tile |",
+            "|---|---:|---:|---:|---:|"]
+    entries = [(str(n), _load("learning/" + name.format(landscape))["methods"]["local_search"])
+               for n, name in PLANNING_FIRES.items()]
+    entries.append(("the 32 scoring fires (hindsight)",
+                    _load(f"learning/ceiling_{landscape}_summary.json")["methods"]["hindsight"]))
+    for label, m in entries:
+        low, high = m["R_mean_ci"][0]
+        rows.append(f"| {label} | {m['R_mean'][0]:.3f} [{low:.3f}, {high:.3f}] | {m['R_worst'][0]:.3f} "
+                    f"| {m['R_mean'][0] / best:.3f} | {m['plan_seconds'][0]:.2f} |")
+    return "\n".join(rows)
 
 
 def evaluation(path: str) -> str:
@@ -285,7 +309,7 @@ def readme_figures() -> str:
 TABLES = {"benchmark-rows": benchmark_rows, "plan-seeds": plan_seeds, "benchmark-summary": benchmark_summary,
           "plan-comparison": plan_comparison, "plan-targets": plan_targets, "plan-tile-size": plan_tile_size,
           "plan-scaling": plan_scaling, "seeds-summary": seeds_summary, "evaluation": evaluation,
-          "ceiling-summary": ceiling_summary,
+          "ceiling-summary": ceiling_summary, "planning-fires": planning_fires,
           "config-groups": config_groups, "readme-figures": readme_figures}
 BLOCK = re.compile(r"(?P<open><!-- table:(?P<name>[\w-]+)(?::(?P<arg>[\w./-]+))? -->\n)"
                    r"(?P<body>(?:(?!<!-- /?table:).)*?)(?P<close><!-- /table:(?P=name) -->)", re.S)

@@ -141,7 +141,7 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
     scored.
     Planners see ``num_planning_ignitions`` (as many as the environment shows; ``planner_ignitions[name]``
     overrides it), drawn from the tile's planning stream (a planner with ``sees_scoring_fires`` is shown the
-    scoring ignitions instead: the hindsight bound); stochastic planners are run
+    scoring ignitions instead: the hindsight reference); stochastic planners are run
     with ``random_seeds`` seeds and their BA averaged per tile. Nested planners plan once at the largest
     budget and are scored on prefixes. ``tile_keys`` (default 0, 1, ...) key the tiles' ignition streams.
 
@@ -182,7 +182,7 @@ def compare_planners(tiles: Sequence, planners: Mapping[str, Planner], simulator
         example = {"tile": tile, "burned_fraction_untreated": untreated, "burn_probability_before": before,
                    "methods": {}}
         for name, planner in planners.items():
-            if planner.sees_scoring_fires:    # a hindsight bound, not a planner (search.HindsightPlanner)
+            if planner.sees_scoring_fires:    # a hindsight reference, not a planner (search.HindsightPlanner)
                 planning = scoring
             else:
                 count = int(planner_ignitions.get(name) or num_planning)

@@ -69,7 +69,7 @@ class Planner:
     name = "planner"
     nested = True          # the plan for n breaks is a prefix of the plan for more
     stochastic = False     # depends on ``rng`` (evaluate over several seeds)
-    sees_scoring_fires = False   # the evaluation shows it the scoring fires (a hindsight bound, not a planner)
+    sees_scoring_fires = False   # the evaluation shows it the scoring fires (a hindsight reference, not a planner)
 
     def __init__(self):
         self.cumulative_seconds: Optional[np.ndarray] = None

@@ -14,8 +14,8 @@ as for every planner.
 With one rollout and no swaps the policy search is :class:`~firebreak_exp.planning.planners.PolicyPlanner` and
 the flow search is the fire-flow planner run through the environment. :class:`LocalSearchPlanner` (the same swaps,
 more of them, from a hand-made planner's plan on more fires) is the slow quality ceiling the evaluation compares
-them with; :class:`HindsightPlanner` runs it on the scoring fires themselves, the bound that the shown fires'
-information sets on every planner.
+them with; :class:`HindsightPlanner` runs it on the scoring fires themselves: the plan it finds when it knows
+the fires it is scored on.
 """
 from __future__ import annotations
 
@@ -263,7 +263,9 @@ class HindsightPlanner(Planner):
 
     Its plan is the best that ``planner`` finds for the very fires it is scored on, which no real planner
     knows in advance: R of a planner ÷ R of the hindsight local search splits the distance to the best plans
-    known into what better optimization could gain and what only knowing the fires could.
+    known into what better optimization could gain and what only knowing the fires could. It is a reference,
+    not a bound: the local search is a local optimum of its start, and on more planning fires it can end
+    higher.
     """
 
     name = "hindsight"

@@ -132,7 +132,7 @@ def test_an_archived_process_run_reruns_exactly_from_another_folder(tmp_path):
 
 
 def test_a_planner_newer_than_the_archive_is_added_whole(make_cfg, tmp_path):
-    """A run archived before the hindsight bound existed can still be evaluated with it."""
+    """A run archived before the hindsight reference existed can still be evaluated with it."""
     from firebreak_exp.commands.evaluate import add_new_planner_settings
     from firebreak_exp.planning.evaluation import build_planners
     from firebreak_exp.planning.search import HindsightPlanner

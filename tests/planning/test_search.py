@@ -221,7 +221,7 @@ def test_planners_run_the_environment_of_the_env_group(make_cfg, setting):
         FlowSearchPlanner(rollouts=2, temperature=0.02, swap_candidates=0, swap_passes=0, env_class="numpy.ndarray")
 
 
-def test_the_hindsight_bound_plans_on_the_scoring_fires(setting):
+def test_the_hindsight_reference_plans_on_the_scoring_fires(setting):
     """The hindsight planner is shown the fires it is scored on: its local search burns no more of them than
     fire flow planned on those same fires, and other planners still see the planning fires."""
     from firebreak_exp.planning.evaluation import SCORING_STREAM, compare_planners, score_plan
@@ -242,6 +242,6 @@ def test_the_hindsight_bound_plans_on_the_scoring_fires(setting):
     assert np.array_equal(hindsight.planner.start.seen, scoring)
     assert len(shown.seen) == 6 and not np.array_equal(shown.seen[:6], scoring[:6])
     flow_in_hindsight = FireFlowPlanner().plan(tile, simulator, scenario, int(raw["num_breaks"][0, 0]), scoring, None)
-    bound = raw["burned_fraction"]["hindsight"][0, 0]
-    assert bound <= score_plan(simulator, scoring, flow_in_hindsight)[0]
-    assert bound < raw["untreated"][0]
+    reference = raw["burned_fraction"]["hindsight"][0, 0]
+    assert reference <= score_plan(simulator, scoring, flow_in_hindsight)[0]
+    assert reference < raw["untreated"][0]
