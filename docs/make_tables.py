@@ -169,18 +169,26 @@ def _method(name: str) -> str:
     return NAMES.get(name, name)
 
 
-def _across_seeds(summary: dict, ratios: dict) -> str:
-    """Per method of a ``summary.json`` (an evaluation multirun), at its first budget: R's mean with its
-    interval, the worst seed, then ``ratios`` (column title -> function of the method's entry), plan seconds."""
-    rows = ["| method | R mean [95 % interval] | worst seed | " + " | ".join(ratios) + " | plan s per tile |",
+def _across_seeds_header(first: str, ratios) -> list:
+    return [f"| {first} | R mean [95 % interval] | worst seed | " + " | ".join(ratios) + " | plan s per tile |",
             "|---|---:|---:|" + "---:|" * len(ratios) + "---:|"]
-    for name, m in summary["methods"].items():
-        if name == "no_treatment":
-            continue
-        low, high = m["R_mean_ci"][0]
-        cells = " | ".join(f"{ratio(m):.3f}" for ratio in ratios.values())
-        rows.append(f"| {_method(name)} | {m['R_mean'][0]:.3f} [{low:.3f}, {high:.3f}] | {m['R_worst'][0]:.3f} "
-                    f"| {cells} | {m['plan_seconds'][0]:.2f} |")
+
+
+def _across_seeds_row(label: str, m: dict, ratios) -> str:
+    """One row of an entry of a ``summary.json`` at its first budget: R's mean with its interval, the worst
+    seed, then ``ratios`` (functions of the entry), plan seconds."""
+    low, high = m["R_mean_ci"][0]
+    cells = " | ".join(f"{ratio(m):.3f}" for ratio in ratios)
+    return (f"| {label} | {m['R_mean'][0]:.3f} [{low:.3f}, {high:.3f}] | {m['R_worst'][0]:.3f} "
+            f"| {cells} | {m['plan_seconds'][0]:.2f} |")
+
+
+def _across_seeds(summary: dict, ratios: dict) -> str:
+    """Per method of a ``summary.json`` (an evaluation multirun), at its first budget (see
+    :func:`_across_seeds_row`; ``ratios``: column title -> function of the method's entry)."""
+    rows = _across_seeds_header("method", ratios)
+    rows += [_across_seeds_row(_method(name), m, ratios.values())
+             for name, m in summary["methods"].items() if name != "no_treatment"]
     return "\n".join(rows)
 
 
@@ -193,8 +201,8 @@ def seeds_summary(path: str) -> str:
 def ceiling_summary(path: str) -> str:
     """Per method across checkpoints, its mean R ÷ the hindsight reference's (a ``summary.json`` with ``hindsight``)."""
     summary = _load(path)
-    bound = summary["methods"]["hindsight"]["R_mean"][0]
-    return _across_seeds(summary, {"÷ hindsight": lambda m: m["R_mean"][0] / bound})
+    reference = summary["methods"]["hindsight"]["R_mean"][0]
+    return _across_seeds(summary, {"÷ hindsight": lambda m: m["R_mean"][0] / reference})
 
 
 PLANNING_FIRES = {32: "local_search32_{}_summary.json", 64: "ceiling_{}_summary.json",
@@ -208,16 +216,13 @@ def planning_fires(landscape: str) -> str:
     if (RESULTS / f"learning/{landscape}_greedy_seeds_summary.json").exists():
         seeds.append(_load(f"learning/{landscape}_greedy_seeds_summary.json"))
     best = max(s["methods"][b]["R_mean"][0] for s in seeds for b in ("flow", "greedy") if b in s["methods"])
-    rows = ["| planning fires | R mean [95 % interval] | worst seed | ÷ best baseline | plan s per tile |",
-            "|---|---:|---:|---:|---:|"]
+    ratios = {"÷ best baseline": lambda m: m["R_mean"][0] / best}
     entries = [(str(n), _load("learning/" + name.format(landscape))["methods"]["local_search"])
                for n, name in PLANNING_FIRES.items()]
     entries.append(("the 32 scoring fires (hindsight)",
                     _load(f"learning/ceiling_{landscape}_summary.json")["methods"]["hindsight"]))
-    for label, m in entries:
-        low, high = m["R_mean_ci"][0]
-        rows.append(f"| {label} | {m['R_mean'][0]:.3f} [{low:.3f}, {high:.3f}] | {m['R_worst'][0]:.3f} "
-                    f"| {m['R_mean'][0] / best:.3f} | {m['plan_seconds'][0]:.2f} |")
+    rows = _across_seeds_header("planning fires", ratios)
+    rows += [_across_seeds_row(label, m, ratios.values()) for label, m in entries]
     return "\n".join(rows)
 
 

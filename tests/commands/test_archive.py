@@ -143,5 +143,5 @@ def test_a_planner_newer_than_the_archive_is_added_whole(make_cfg, tmp_path):
     archived = load_archive(path)
     assert "hindsight" not in archived.planners
     add_new_planner_settings(archived, OmegaConf.to_container(make_cfg(), resolve=False))
-    bound = build_planners(archived.planners, ["hindsight"], None)["hindsight"]
-    assert isinstance(bound, HindsightPlanner) and bound.planner.candidates == 5   # the archive's local search
+    reference = build_planners(archived.planners, ["hindsight"], None)["hindsight"]
+    assert isinstance(reference, HindsightPlanner) and reference.planner.candidates == 5   # the archive's local search
